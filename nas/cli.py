@@ -1,0 +1,312 @@
+"""The `nas` command line: search, retrain, describe, measure, supernet train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from nas.errors import NasError
+
+MAIN_EXAMPLES = """examples:
+  nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu --run-dir runs/quickstart
+  nas retrain runs/quickstart/best.yaml
+  nas describe runs/quickstart/best.yaml --json
+  nas measure runs/quickstart/best.yaml --device cpu --json
+  nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small
+
+Run `nas COMMAND --help` for each command's options."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _device_and_threads(args: argparse.Namespace):
+    from nas.latency import resolve_device
+
+    if args.threads < 1:
+        raise NasError(f"--threads {args.threads}: must be at least 1")
+    return resolve_device(args.device)
+
+
+def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(lines))
+
+
+# ---- search ---------------------------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.data import load_data
+    from nas.latency import parse_budget
+    from nas.runs import RUNS_ROOT, write_yaml
+    from nas.search import SAMPLERS, SearchSettings, check_budget_feasible, run_search
+    from nas.space import load_space
+
+    budget_ms = parse_budget(args.latency_budget)
+    device = _device_and_threads(args)
+    if args.trials < 1:
+        raise NasError(f"--trials {args.trials}: must be at least 1")
+    if args.sampler not in SAMPLERS:
+        raise NasError(f"--sampler {args.sampler}: expected one of {', '.join(SAMPLERS)}")
+    space = load_space(args.space)
+    data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
+    space = space.with_num_classes(data.num_classes)
+    settings = SearchSettings(space=args.space, latency_budget=args.latency_budget, budget_ms=budget_ms,
+                              device=str(device), threads=args.threads, trials=args.trials, sampler=args.sampler,
+                              seed=args.seed, data=args.data, supernet=args.supernet, epochs=args.epochs,
+                              limit_train=args.limit_train)
+    run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / (
+        f"search-{space.name}-{args.latency_budget}-{str(device).replace(':', '')}")
+    _check_resumable(run_dir, settings, space.space_hash)
+
+    feasible = check_budget_feasible(space, budget_ms, device, args.threads)
+    log(f"budget {budget_ms:g} ms on {feasible.device_name} ({args.threads} thread(s)); the smallest member of "
+        f"{space.name} measures {feasible.median_ms:.3f} ms (p90 {feasible.p90_ms:.3f} ms)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", {**settings.__dict__, "space_hash": space.space_hash})
+
+    supernet, supernet_path = _supernet_for(args, space, data, device, run_dir)
+    summary = run_search(settings, space, data, supernet, supernet_path, device, run_dir, log)
+    _emit({**summary, "run_dir": str(run_dir), "best_yaml": str(run_dir / "best.yaml")}, args.json, [
+        f"best sub-network {summary['arch_id']}: supernet val accuracy {summary['val_accuracy_supernet']:.3f}, "
+        f"latency {summary['latency_ms']:.3f} ms (p90 {summary['latency_p90_ms']:.3f} ms) "
+        f"within the {budget_ms:g} ms budget on {device}",
+        f"best.yaml:  {run_dir / 'best.yaml'}",
+        f"Pareto front: {run_dir / 'pareto.csv'} and {run_dir / 'pareto.png'}",
+        f"next: nas retrain {run_dir / 'best.yaml'}"])
+    return 0
+
+
+def _check_resumable(run_dir: Path, settings: Any, space_hash: str) -> None:
+    """A run folder is resumed only by the same search; anything else there is refused, never overwritten."""
+    from nas.arch import read_yaml
+
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        saved = read_yaml(config) or {}
+        ours = {**settings.identity(), "space_hash": space_hash}
+        differs = sorted(k for k, v in ours.items() if saved.get(k) != v)
+        if differs:
+            raise NasError(f"{run_dir} holds a different search ({', '.join(differs)} differ); "
+                           "pass a new --run-dir, or the original options to resume it")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise NasError(f"{run_dir} exists and is not a nas search folder; pass a new --run-dir")
+
+
+def _supernet_for(args: argparse.Namespace, space, data, device, run_dir: Path):
+    from supernet.training import TrainConfig, load_supernet, train_supernet
+
+    if args.supernet:
+        path = Path(args.supernet)
+        return load_supernet(path, space).to(device), path
+    path = train_supernet(space, data, run_dir / "supernet", TrainConfig(epochs=args.epochs, seed=args.seed),
+                          device, log)
+    return load_supernet(path, space).to(device), path
+
+
+# ---- supernet train -------------------------------------------------------------------------------------------
+def cmd_supernet_train(args: argparse.Namespace) -> int:
+    from nas.data import load_data
+    from nas.runs import RUNS_ROOT
+    from nas.space import load_space
+    from supernet.training import TrainConfig, load_supernet_checkpoint, train_supernet
+
+    device = _device_and_threads(args)
+    space = load_space(args.space)
+    data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
+    space = space.with_num_classes(data.num_classes)
+    run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / f"supernet-{space.name}"
+    path = train_supernet(space, data, run_dir, TrainConfig(epochs=args.epochs, seed=args.seed), device, log)
+    history = load_supernet_checkpoint(path, space)["history"]
+    _emit({"checkpoint": str(path), "history": history}, args.json,
+          [f"supernet checkpoint: {path}", f"largest member val accuracy {history[-1]['val_acc_largest']:.3f}, "
+           f"smallest {history[-1]['val_acc_smallest']:.3f}",
+           f"next: nas search --space {args.space} --supernet {path} --latency-budget 2ms --device {device}"])
+    return 0
+
+
+# ---- retrain --------------------------------------------------------------------------------------------------
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from nas.arch import load_arch, read_yaml
+    from nas.data import load_data
+    from nas.retrain import Recipe, retrain
+    from nas.runs import RUNS_ROOT
+
+    arch = load_arch(args.arch)
+    document = read_yaml(args.arch)
+    searched = isinstance(document, dict) and "arch" in document
+    recorded = document.get("device", {}) if searched else {}
+    if args.device is None:
+        args.device = recorded.get("device", "cpu")
+    if args.threads is None:
+        args.threads = recorded.get("threads") or 1
+    device = _device_and_threads(args)
+    data_spec = args.data or (document.get("provenance", {}).get("data") if searched else None)
+    data = load_data(data_spec, seed=args.seed, limit_train=args.limit_train)
+    if data.num_classes != arch.num_classes:
+        raise NasError(f"{args.arch}: the arch has {arch.num_classes} classes but {data.source} has "
+                       f"{data.num_classes}; pass the data it was searched on with --data")
+    budget = document.get("budget_ms") if searched else None
+    run_dir = Path(args.run_dir) if args.run_dir else (
+        Path(args.arch).parent / "retrain" if searched else RUNS_ROOT / f"retrain-{Path(args.arch).stem}-{arch.arch_id}")
+    recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                         "seed": args.seed}.items() if v is not None})
+    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, budget, log)
+    verdict = ""
+    if budget is not None:
+        verdict = (f" - within the {budget:g} ms budget" if metrics["within_budget"]
+                   else f" - OVER the {budget:g} ms budget")
+    _emit({**metrics, "run_dir": str(run_dir), "arch_file": str(args.arch)}, args.json, [
+        f"{'winner' if searched else 'arch'} {arch.arch_id}: test top-1 {100 * metrics['test_top1']:.1f} % "
+        f"(top-5 {100 * metrics['test_top5']:.1f} %), {metrics['params']:,} params",
+        f"latency {metrics['latency_ms']:.3f} ms median, {metrics['latency_p90_ms']:.3f} ms p90 on {device} "
+        f"({args.threads} thread(s), batch 1){verdict}",
+        f"{'best.yaml' if searched else 'arch'}: {args.arch}",
+        f"model: {run_dir / 'model.pt'}   metrics: {run_dir / 'metrics.json'}   curves: {run_dir / 'training.png'}"])
+    return 0
+
+
+# ---- describe / measure ---------------------------------------------------------------------------------------
+def cmd_describe(args: argparse.Namespace) -> int:
+    from nas.arch import load_arch
+    from nas.complexity import count_macs, count_params
+    from nas.space import load_space
+    from supernet.network import build
+
+    arch = load_arch(args.arch)
+    model = build(arch)
+    result: dict[str, Any] = {
+        "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),
+        "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
+        "resolution": arch.resolution, "arch": arch.to_dict()}
+    if args.space:
+        result["member"] = load_space(args.space).contains(arch)
+    stages = ", ".join(f"{s.family}x{s.depth}@{s.width}" for s in arch.stages)
+    lines = [f"arch {arch.arch_id}{' (' + arch.name + ')' if arch.name else ''}: {result['params']:,} params, "
+             f"{result['macs'] / 1e6:.2f} M MACs at {arch.resolution}x{arch.resolution}x{arch.in_channels}",
+             f"stem {arch.stem_width}, stages {stages}, head {arch.head_width}, {arch.num_classes} classes"]
+    if "member" in result:
+        lines.append(f"member of {args.space}: {'yes' if result['member'] else 'no'}")
+    _emit(result, args.json, lines)
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from nas.arch import load_arch
+    from nas.latency import measure_latency
+    from supernet.network import build
+
+    if args.runtime != "torch":
+        raise NasError(f"--runtime {args.runtime}: only torch is available in this version")
+    if args.batch < 1 or args.runs < 5:
+        raise NasError("--batch must be at least 1 and --runs at least 5")
+    device = _device_and_threads(args)
+    arch = load_arch(args.arch)
+    record = measure_latency(build(arch), arch.in_channels, arch.resolution, device, args.threads, args.batch,
+                             runs=args.runs)
+    _emit({"arch_id": arch.arch_id, **record.to_dict()}, args.json, [
+        f"arch {arch.arch_id}: {record.median_ms:.3f} ms median, {record.p90_ms:.3f} ms p90 "
+        f"({record.runs} runs, batch {record.batch}, {record.device_name}, {record.threads} thread(s), torch)"])
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------------------
+def _command(sub: Any, name: str, handler: Callable, summary: str, example: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="an .npz file or an image folder (default: the embedded Fashion-MNIST subset)")
+    parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data order, sampling and initialisation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas", description="Hardware-aware architecture search for lightweight hybrid CNN/ViT backbones.",
+        epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = _command(sub, "search", cmd_search, "search a space for the most accurate sub-network under a latency "
+                      "budget measured on the device",
+                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu")
+    search.add_argument("--space", required=True, help="search-space YAML")
+    search.add_argument("--latency-budget", required=True, help="e.g. 5ms, 800us, 0.005s (checked on the p90)")
+    search.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    search.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
+    search.add_argument("--trials", type=int, default=40, help="trials in total, resumed ones included (default: 40)")
+    search.add_argument("--sampler", default="nsga2", help="nsga2, tpe or random (default: nsga2)")
+    search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
+    search.add_argument("--epochs", type=int, default=6, help="supernet training epochs when training (default: 6)")
+    search.add_argument("--run-dir", help="output folder; run again with the same one to resume "
+                        "(default: runs/search-SPACE-BUDGET-DEVICE)")
+    search.add_argument("--json", action="store_true", help="print the result as JSON")
+    _data_options(search)
+
+    retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone, then "
+                       "report test accuracy and measured latency", "nas retrain runs/quickstart/best.yaml")
+    retrain.add_argument("arch", help="best.yaml from a search, or an arch YAML")
+    retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
+    retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
+    retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
+    retrain.add_argument("--epochs", type=int, help="training epochs (default: 15)")
+    retrain.add_argument("--batch-size", type=int, help="batch size (default: 128)")
+    retrain.add_argument("--lr", type=float, help="peak learning rate (default: 0.003)")
+    retrain.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _data_options(retrain)
+
+    describe = _command(sub, "describe", cmd_describe, "print an architecture's id, parameters and MACs",
+                        "nas describe runs/quickstart/best.yaml --space search_spaces/cpu_small.yaml --json")
+    describe.add_argument("arch", help="best.yaml or an arch YAML")
+    describe.add_argument("--space", help="also report whether the arch is a member of this space")
+    describe.add_argument("--json", action="store_true", help="print as JSON")
+
+    measure = _command(sub, "measure", cmd_measure, "measure an architecture's latency on a device",
+                       "nas measure runs/quickstart/best.yaml --device cpu --threads 1 --json")
+    measure.add_argument("arch", help="best.yaml or an arch YAML")
+    measure.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    measure.add_argument("--runtime", default="torch", help="torch (default)")
+    measure.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    measure.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    measure.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default: 50)")
+    measure.add_argument("--json", action="store_true", help="print as JSON")
+
+    supernet = sub.add_parser("supernet", help="supernet commands", description="supernet commands",
+                              epilog="example:\n  nas supernet train --space search_spaces/cpu_small.yaml",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    supernet_sub = supernet.add_subparsers(dest="supernet_command", required=True, metavar="SUBCOMMAND")
+    train = _command(supernet_sub, "train", cmd_supernet_train, "train a weight-sharing supernet (sandwich rule, "
+                     "in-place distillation); re-run to resume",
+                     "nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small --epochs 6")
+    train.add_argument("--space", required=True, help="search-space YAML")
+    train.add_argument("--run-dir", help="output folder (default: runs/supernet-SPACE)")
+    train.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    train.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    _data_options(train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except NasError as error:
+        print(f"nas: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Run folders and the files in them: atomic writes, checkpoints that are validated on load, file hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nas.errors import NasError
+
+RUNS_ROOT = Path("runs")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file and rename it over `path`, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False).encode())
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
+    """Load a checkpoint of `kind` ('nas-supernet' or 'nas-model') safely; any other file is a NasError."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NasError(f"{path}: not a readable checkpoint (corrupt, truncated or not made by nas): "
+                       f"{first_line[:160]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != kind:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise NasError(f"{path}: expected a {kind} checkpoint written by nas, found {found or 'something else'}")
+    return payload
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]

@@ -1,0 +1,130 @@
+"""Elastic primitives: each owns the largest weight and slices it for the active sub-network.
+
+An elastic op subclasses the plain torch module it generalises and keeps the same parameter names, so a
+static module built at the active sizes can take its weights with `copy_sliced_state` (channel dimensions
+take the first n entries, kernel dimensions take the centre). Input channels are read from the input tensor;
+only what cannot be read from the input (output width, kernel size) is set through `active_*` attributes,
+which `set_active` on the owning block always sets in full.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 4) -> int:
+    """Round `value` to the nearest multiple of `divisor`, never dropping more than 10 % (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class ElasticConv2d(nn.Conv2d):
+    """Conv2d whose output channels and (odd, centred) kernel can shrink; depthwise when groups == in_channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 groups: int = 1, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
+        self.depthwise = groups == in_channels and groups > 1
+        self.active_out = out_channels
+        self.active_kernel = kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c_in = x.shape[1]
+        if self.depthwise:
+            weight, groups, c_out = self.weight[:c_in], c_in, c_in
+        else:
+            weight, groups, c_out = self.weight[: self.active_out, :c_in], 1, self.active_out
+        k = self.active_kernel
+        if k != self.kernel_size[0]:
+            start = (self.kernel_size[0] - k) // 2
+            weight = weight[:, :, start:start + k, start:start + k]
+        bias = self.bias[:c_out] if self.bias is not None else None
+        return F.conv2d(x, weight, bias, self.stride, k // 2, 1, groups)
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d over the first C channels of its buffers, C read from the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum
+        if self.momentum is None:  # cumulative average, used by BN recalibration
+            momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+                            self.training or not self.track_running_stats, momentum, self.eps)
+
+
+class ElasticLinear(nn.Linear):
+    """Linear whose input features are read from the input and whose outputs can shrink."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.active_out = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias[: self.active_out] if self.bias is not None else None
+        return F.linear(x, self.weight[: self.active_out, : x.shape[-1]], bias)
+
+
+class Ops:
+    """The constructors a block builds itself from: plain torch modules, or their elastic versions."""
+
+    def __init__(self, elastic: bool) -> None:
+        self.elastic = elastic
+
+    def conv(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+             bias: bool = False) -> nn.Conv2d:
+        if self.elastic:
+            return ElasticConv2d(c_in, c_out, kernel, stride, groups, bias)
+        return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=bias)
+
+    def dwconv(self, channels: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+        return self.conv(channels, channels, kernel, stride, groups=channels)
+
+    def bn(self, channels: int) -> nn.BatchNorm2d:
+        return ElasticBatchNorm2d(channels) if self.elastic else nn.BatchNorm2d(channels)
+
+    def linear(self, c_in: int, c_out: int, bias: bool = True) -> nn.Linear:
+        return ElasticLinear(c_in, c_out, bias) if self.elastic else nn.Linear(c_in, c_out, bias)
+
+
+def set_out(conv: nn.Module, channels: int, kernel: int | None = None) -> None:
+    """Set the active output width (and kernel) of an elastic conv or linear."""
+    conv.active_out = channels
+    if kernel is not None:
+        conv.active_kernel = kernel
+
+
+def _slice_to(source: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    index = []
+    for dim, size in enumerate(shape):
+        full = source.shape[dim]
+        if source.dim() == 4 and dim >= 2:  # conv kernel: take the centre
+            start = (full - size) // 2
+            index.append(slice(start, start + size))
+        else:
+            index.append(slice(0, size))
+    return source[tuple(index)]
+
+
+@torch.no_grad()
+def copy_sliced_state(target: nn.Module, source: nn.Module) -> None:
+    """Fill every parameter and buffer of `target` with the matching slice of `source`'s (same names)."""
+    source_state = source.state_dict()
+    for name, tensor in target.state_dict().items():
+        if name not in source_state:
+            raise KeyError(f"{name} has no counterpart in the source module")
+        src = source_state[name]
+        tensor.copy_(_slice_to(src, tensor.shape) if tensor.dim() else src)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return math.ceil(a / b)
