@@ -46,11 +46,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.runs import RUNS_ROOT, write_yaml
     from nas.search import SAMPLERS, SearchSettings, check_budget_feasible, run_search
     from nas.space import load_space
+    from supernet.training import TrainConfig, load_supernet, train_supernet
 
     budget_ms = parse_budget(args.latency_budget)
     device = _device_and_threads(args)
-    if args.trials < 1:
-        raise NasError(f"--trials {args.trials}: must be at least 1")
+    if args.trials < 1 or args.epochs < 1:
+        raise NasError("--trials and --epochs must be at least 1")
     if args.sampler not in SAMPLERS:
         raise NasError(f"--sampler {args.sampler}: expected one of {', '.join(SAMPLERS)}")
     space = load_space(args.space)
@@ -63,6 +64,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / (
         f"search-{space.name}-{args.latency_budget}-{str(device).replace(':', '')}")
     _check_resumable(run_dir, settings, space.space_hash)
+    supernet = load_supernet(Path(args.supernet), space).to(device) if args.supernet else None
 
     feasible = check_budget_feasible(space, budget_ms, device, args.threads)
     log(f"budget {budget_ms:g} ms on {feasible.device_name} ({args.threads} thread(s)); the smallest member of "
@@ -70,7 +72,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", {**settings.__dict__, "space_hash": space.space_hash})
 
-    supernet, supernet_path = _supernet_for(args, space, data, device, run_dir)
+    if supernet is None:
+        supernet_path = train_supernet(space, data, run_dir / "supernet", TrainConfig(epochs=args.epochs,
+                                                                                     seed=args.seed), device, log)
+        supernet = load_supernet(supernet_path, space).to(device)
+    else:
+        supernet_path = Path(args.supernet)
     summary = run_search(settings, space, data, supernet, supernet_path, device, run_dir, log)
     _emit({**summary, "run_dir": str(run_dir), "best_yaml": str(run_dir / "best.yaml")}, args.json, [
         f"best sub-network {summary['arch_id']}: supernet val accuracy {summary['val_accuracy_supernet']:.3f}, "
@@ -98,17 +105,6 @@ def _check_resumable(run_dir: Path, settings: Any, space_hash: str) -> None:
         raise NasError(f"{run_dir} exists and is not a nas search folder; pass a new --run-dir")
 
 
-def _supernet_for(args: argparse.Namespace, space, data, device, run_dir: Path):
-    from supernet.training import TrainConfig, load_supernet, train_supernet
-
-    if args.supernet:
-        path = Path(args.supernet)
-        return load_supernet(path, space).to(device), path
-    path = train_supernet(space, data, run_dir / "supernet", TrainConfig(epochs=args.epochs, seed=args.seed),
-                          device, log)
-    return load_supernet(path, space).to(device), path
-
-
 # ---- supernet train -------------------------------------------------------------------------------------------
 def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.data import load_data
@@ -117,6 +113,8 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     from supernet.training import TrainConfig, load_supernet_checkpoint, train_supernet
 
     device = _device_and_threads(args)
+    if args.epochs < 1:
+        raise NasError("--epochs must be at least 1")
     space = load_space(args.space)
     data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
     space = space.with_num_classes(data.num_classes)
@@ -154,6 +152,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     budget = document.get("budget_ms") if searched else None
     run_dir = Path(args.run_dir) if args.run_dir else (
         Path(args.arch).parent / "retrain" if searched else RUNS_ROOT / f"retrain-{Path(args.arch).stem}-{arch.arch_id}")
+    if any(v is not None and v <= 0 for v in (args.epochs, args.batch_size, args.lr)):
+        raise NasError("--epochs, --batch-size and --lr must be positive")
     recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                          "seed": args.seed}.items() if v is not None})
     metrics = retrain(arch, data, run_dir, recipe, device, args.threads, budget, log)
@@ -198,7 +198,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from nas.arch import load_arch
-    from nas.latency import measure_latency
+    from nas.latency import CAREFUL, measure_latency
     from supernet.network import build
 
     if args.runtime != "torch":
@@ -208,7 +208,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     device = _device_and_threads(args)
     arch = load_arch(args.arch)
     record = measure_latency(build(arch), arch.in_channels, arch.resolution, device, args.threads, args.batch,
-                             runs=args.runs)
+                             runs=args.runs, **CAREFUL)
     _emit({"arch_id": arch.arch_id, **record.to_dict()}, args.json, [
         f"arch {arch.arch_id}: {record.median_ms:.3f} ms median, {record.p90_ms:.3f} ms p90 "
         f"({record.runs} runs, batch {record.batch}, {record.device_name}, {record.threads} thread(s), torch)"])

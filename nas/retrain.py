@@ -23,7 +23,7 @@ from nas.complexity import count_macs, count_params
 from nas.data import Splits, batches
 from nas.errors import NasError
 from nas.evaluate import accuracy
-from nas.latency import measure_latency
+from nas.latency import CAREFUL, measure_latency
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json
 from supernet.network import build
@@ -104,7 +104,7 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
 
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))
-    latency = measure_latency(model, arch.in_channels, arch.resolution, device, threads)
+    latency = measure_latency(model, arch.in_channels, arch.resolution, device, threads, **CAREFUL)
     metrics = {
         "arch_id": arch.arch_id, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
         "val_top1": round(history[-1]["val_acc"], 4), "latency_ms": round(latency.median_ms, 4),

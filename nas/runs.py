@@ -49,9 +49,8 @@ def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NasError(f"{path}: not a readable checkpoint (corrupt, truncated or not made by nas): "
-                       f"{first_line[:160]}") from None
+        raise NasError(f"{path}: not a readable checkpoint (corrupt, truncated, or not a file nas wrote; "
+                       f"{type(error).__name__}); pass a checkpoint written by nas") from None
     if not isinstance(payload, dict) or payload.get("format") != kind:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise NasError(f"{path}: expected a {kind} checkpoint written by nas, found {found or 'something else'}")

@@ -20,7 +20,7 @@ from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import Splits
 from nas.errors import NasError
-from nas.latency import LatencyRecord, measure_latency
+from nas.latency import CAREFUL, LatencyRecord, measure_latency
 from nas.report import plot_pareto
 from nas.runs import file_hash, write_yaml
 from nas.space import SearchSpace
@@ -55,7 +55,8 @@ class SearchSettings:
 def check_budget_feasible(space: SearchSpace, budget_ms: float, device: torch.device, threads: int) -> LatencyRecord:
     """Measure the space's smallest member; a budget below its p90 latency is a NasError naming that latency."""
     smallest = space.smallest()
-    record = measure_latency(build(smallest), smallest.in_channels, smallest.resolution, device, threads)
+    record = measure_latency(build(smallest), smallest.in_channels, smallest.resolution, device, threads,
+                             **CAREFUL)
     if record.p90_ms > budget_ms:
         raise NasError(f"--latency-budget {budget_ms:g} ms is infeasible: the smallest sub-network of "
                        f"{space.name} measures {record.median_ms:.3f} ms (p90 {record.p90_ms:.3f} ms) on "
@@ -167,7 +168,7 @@ def _write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchS
                        f"p90 {fastest:.3f} ms); raise --latency-budget or run more --trials (see {run_dir}/trials.csv)")
     best = max(feasible, key=lambda t: (t.values[0], -t.values[1]))
     arch = Arch.from_dict(best.user_attrs["arch"])
-    record = measure_latency(build(arch), arch.in_channels, arch.resolution, device, settings.threads)
+    record = measure_latency(build(arch), arch.in_channels, arch.resolution, device, settings.threads, **CAREFUL)
     summary = {
         "arch_id": arch.arch_id,
         "arch": arch.to_dict(),

@@ -1,0 +1,58 @@
+import random
+
+import torch
+
+from nas.complexity import count_params
+from supernet.network import HybridSupernet, build
+
+
+def _randomise_norms(model: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine weights, so eval-mode equality means something."""
+    generator = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+
+
+@torch.no_grad()
+def test_extracted_subnets_match_the_supernet_on_many_archs(tiny_space):
+    torch.manual_seed(0)
+    supernet = HybridSupernet(tiny_space)
+    _randomise_norms(supernet)
+    supernet.eval()
+    x = torch.randn(2, 1, 32, 32)
+    rng = random.Random(0)
+    archs = [tiny_space.smallest(), tiny_space.largest()] + [tiny_space.sample(rng) for _ in range(120)]
+    families_seen = set()
+    for arch in archs:
+        supernet.set_active(arch)
+        expected = supernet(x)
+        net = supernet.extract(arch).eval()
+        assert torch.allclose(net(x), expected, atol=1e-5, rtol=0), arch.to_dict()
+        assert count_params(net) == count_params(build(arch))
+        assert not any(type(m).__name__.startswith("Elastic") for m in net.modules())
+        families_seen.update(s.family for s in arch.stages)
+    assert families_seen == {"ghost", "fwa"}
+
+
+def test_supernet_trains_through_any_member(tiny_space):
+    supernet = HybridSupernet(tiny_space)
+    arch = tiny_space.sample(random.Random(3))
+    supernet.set_active(arch)
+    supernet(torch.randn(4, 1, 32, 32)).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in supernet.parameters())
+
+
+def test_non_members_are_refused(tiny_space):
+    import dataclasses
+
+    import pytest
+
+    supernet = HybridSupernet(tiny_space)
+    too_wide = dataclasses.replace(tiny_space.largest(), head_width=512)
+    with pytest.raises(ValueError, match="not a member"):
+        supernet.set_active(too_wide)
