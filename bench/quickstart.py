@@ -52,7 +52,8 @@ def main() -> None:
     print(f"  supernet val acc  : {best['val_accuracy_supernet']:.3f}")
     print(f"  test top-1        : {metrics['test_top1']:.3f} (top-5 {metrics['test_top5']:.3f})")
     print(f"  latency           : search {best['latency_ms']:.3f} ms median / {best['latency_p90_ms']:.3f} ms p90; "
-          f"after retrain {metrics['latency_ms']:.3f} / {metrics['latency_p90_ms']:.3f} ms; budget {best['budget_ms']} ms; "
+          f"after retrain {metrics['latency_ms']:.3f} / {metrics['latency_p90_ms']:.3f} ms; "
+          f"budget {best['budget_ms']} ms; "
           f"within: {metrics['within_budget']}")
 
 

@@ -27,7 +27,7 @@ def log(message: str) -> None:
 def _device_and_threads(args: argparse.Namespace):
     from nas.latency import resolve_device
 
-    if args.threads < 1:
+    if getattr(args, "threads", 1) < 1:
         raise NasError(f"--threads {args.threads}: must be at least 1")
     return resolve_device(args.device)
 
@@ -150,8 +150,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise NasError(f"{args.arch}: the arch has {arch.num_classes} classes but {data.source} has "
                        f"{data.num_classes}; pass the data it was searched on with --data")
     budget = document.get("budget_ms") if searched else None
-    run_dir = Path(args.run_dir) if args.run_dir else (
-        Path(args.arch).parent / "retrain" if searched else RUNS_ROOT / f"retrain-{Path(args.arch).stem}-{arch.arch_id}")
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif searched:
+        run_dir = Path(args.arch).parent / "retrain"
+    else:
+        run_dir = RUNS_ROOT / f"retrain-{Path(args.arch).stem}-{arch.arch_id}"
     if any(v is not None and v <= 0 for v in (args.epochs, args.batch_size, args.lr)):
         raise NasError("--epochs, --batch-size and --lr must be positive")
     recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -290,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="output folder (default: runs/supernet-SPACE)")
     train.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    train.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     _data_options(train)
     return parser

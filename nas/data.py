@@ -94,7 +94,8 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
-        return x if x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3) else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        channels_first = x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3)
+        return x if channels_first else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     raise NasError(f"{where}: images must be NHW, NHWC or NCHW, got shape {x.shape}")
 
 

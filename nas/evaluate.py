@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from nas.data import batches
+from nas.data import Splits, batches
+
+if TYPE_CHECKING:
+    from nas.arch import Arch
 
 
 @torch.no_grad()
@@ -18,8 +23,8 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, max
         m.momentum = None  # cumulative average over the recalibration batches
     model.train()
     device = next(model.parameters()).device
-    for xb, _ in batches(x[:max_images], x.new_zeros(min(len(x), max_images)), batch_size):
-        model(xb.to(device))
+    for start in range(0, min(len(x), max_images), batch_size):
+        model(x[start:start + batch_size].to(device))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.eval()
@@ -38,3 +43,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         for k in topk:
             hits[k] += (ranked[:, :k] == yb[:, None]).any(dim=1).sum().item()
     return {k: hits[k] / len(y) for k in topk}
+
+
+def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, split: str = "val") -> float:
+    """Top-1 of a sub-network extracted from the supernet: BN recalibrated on training images first, since the
+    supernet's running statistics mix every member's."""
+    recalibrate_bn(net, data.tensors("train", arch.resolution, arch.in_channels)[0])
+    x, y = data.tensors(split, arch.resolution, arch.in_channels)
+    return accuracy(net, x, y)[1]

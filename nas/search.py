@@ -20,12 +20,12 @@ from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import Splits
 from nas.errors import NasError
+from nas.evaluate import inherited_accuracy
 from nas.latency import CAREFUL, LatencyRecord, measure_latency
 from nas.report import plot_pareto
 from nas.runs import file_hash, write_yaml
 from nas.space import SearchSpace
 from supernet.network import HybridSupernet, build
-from supernet.training import evaluate_member
 
 SAMPLERS = ("nsga2", "tpe", "random")
 
@@ -99,15 +99,16 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: Splits, super
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         arch = space.suggest(trial)
-        accuracy = evaluate_member(supernet, arch, data, device)
+        net = supernet.extract(arch)
+        accuracy = inherited_accuracy(net, arch, data)
         if arch.arch_id not in latencies:
-            latencies[arch.arch_id] = measure_latency(supernet.extract(arch), arch.in_channels, arch.resolution,
-                                                      device, settings.threads)
+            latencies[arch.arch_id] = measure_latency(net, arch.in_channels, arch.resolution, device,
+                                                      settings.threads)
         record = latencies[arch.arch_id]
         trial.set_user_attr("arch", arch.to_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("latency_p90_ms", record.p90_ms)
-        trial.set_user_attr("params", count_params(build(arch)))
+        trial.set_user_attr("params", count_params(net))
         trial.set_constraint("latency", record.p90_ms - budget)
         return accuracy, record.median_ms
 
@@ -183,7 +184,8 @@ def _write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchS
         "remeasured": {"median_ms": round(record.median_ms, 4), "p90_ms": round(record.p90_ms, 4)},
         "provenance": {"space": settings.space, "space_hash": space.space_hash, "supernet": str(supernet_path),
                        "supernet_hash": file_hash(supernet_path), "trial": best.number,
-                       "trials": len(rows), "search_seconds": round(seconds, 1), "data": settings.data or "fashion-mnist"},
+                       "trials": len(rows), "search_seconds": round(seconds, 1),
+                       "data": settings.data or "fashion-mnist"},
     }
     write_yaml(run_dir / "best.yaml", summary)
     return summary

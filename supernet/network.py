@@ -116,9 +116,9 @@ class HybridSupernet(nn.Module):
         return self.head(x)
 
     def extract(self, arch: "Arch") -> HybridNet:
-        """A standalone network for `arch` carrying the supernet's weights (and BN statistics)."""
+        """A standalone network for `arch` on the supernet's device, carrying its weights (and BN statistics)."""
         self.set_active(arch)
-        net = build(arch)
+        net = build(arch).to(next(self.parameters()).device)
         copy_sliced_state(net.stem, self.stem)
         for stage_module, families, stage in zip(net.stages, self.stages, arch.stages):
             copy_sliced_state(stage_module, families[stage.family])

@@ -20,12 +20,11 @@ from tqdm import tqdm
 
 from nas.data import Splits, batches
 from nas.errors import NasError
-from nas.evaluate import accuracy, recalibrate_bn
+from nas.evaluate import inherited_accuracy
 from nas.runs import load_checkpoint, save_checkpoint, write_yaml
 from supernet.network import HybridSupernet
 
 if TYPE_CHECKING:
-    from nas.arch import Arch
     from nas.space import SearchSpace
 
 CHECKPOINT_KIND = "nas-supernet"
@@ -47,15 +46,6 @@ def _at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
     if x.shape[-1] == resolution:
         return x
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-
-
-def evaluate_member(supernet: HybridSupernet, arch: "Arch", data: Splits, device: torch.device,
-                    split: str = "val") -> float:
-    """Accuracy of `arch` with inherited weights: extract, recalibrate BN on training images, evaluate."""
-    net = supernet.extract(arch).to(device)
-    recalibrate_bn(net, data.tensors("train", arch.resolution, arch.in_channels)[0])
-    x, y = data.tensors(split, arch.resolution, arch.in_channels)
-    return accuracy(net, x, y)[1]
 
 
 def train_supernet(space: "SearchSpace", data: Splits, out_dir: Path, config: TrainConfig,
@@ -114,8 +104,8 @@ def train_supernet(space: "SearchSpace", data: Splits, out_dir: Path, config: Tr
         model.eval()
         record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
                   "images_per_s": len(x) * (2 + config.random_subnets) / seconds,
-                  "val_acc_largest": evaluate_member(model, largest, data, device),
-                  "val_acc_smallest": evaluate_member(model, smallest, data, device)}
+                  "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
+                  "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}
         history.append(record)
         save_checkpoint(checkpoint, {
             "format": CHECKPOINT_KIND, "version": 1, "space": space.to_dict(), "space_hash": space.space_hash,

@@ -90,7 +90,7 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert_one_line_error(run_nas("describe", tmp_path / "none.yaml"), "no such file")
 
 
-def test_describe_json(tmp_path):
+def test_describe_and_measure_json(tmp_path):
     arch_file = tmp_path / "arch.yaml"
     from nas.space import load_space
 
@@ -101,6 +101,12 @@ def test_describe_json(tmp_path):
     described = json.loads(result.stdout)
     assert described["arch_id"] == arch.arch_id and described["member"] is True
     assert described["params"] > 1000 and described["macs"] > described["params"]
+
+    measured = run_nas("measure", arch_file, "--device", "cpu", "--runs", 10, "--json")
+    assert measured.returncode == 0, measured.stderr
+    record = json.loads(measured.stdout)
+    assert 0 < record["median_ms"] <= record["p90_ms"] and record["threads"] == 1 and record["batch"] == 1
+    assert len(record["block_medians_ms"]) > 1
 
 
 def test_every_command_has_help_with_an_example():

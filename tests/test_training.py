@@ -73,8 +73,8 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
     for run_dir in (killed, straight):
-        result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(run_dir))], cwd=ROOT, capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(run_dir))], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         if run_dir == killed:
             assert "resuming" in result.stderr
