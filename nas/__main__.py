@@ -1,3 +1,5 @@
-from nas.cli import main
 import sys
+
+from nas.cli import main
+
 sys.exit(main())

@@ -42,7 +42,7 @@ def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 # ---- search ---------------------------------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.data import load_data
-    from nas.latency import parse_budget
+    from nas.latency import LatencyCache, check_runtime, parse_budget
     from nas.runs import RUNS_ROOT, write_yaml
     from nas.search import SAMPLERS, SearchSettings, check_budget_feasible, run_search
     from nas.space import load_space
@@ -50,6 +50,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     budget_ms = parse_budget(args.latency_budget)
     device = _device_and_threads(args)
+    check_runtime(args.runtime)
     if args.trials < 1 or args.epochs < 1:
         raise NasError("--trials and --epochs must be at least 1")
     if args.sampler not in SAMPLERS:
@@ -60,15 +61,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = SearchSettings(space=args.space, latency_budget=args.latency_budget, budget_ms=budget_ms,
                               device=str(device), threads=args.threads, trials=args.trials, sampler=args.sampler,
                               seed=args.seed, data=args.data, supernet=args.supernet, epochs=args.epochs,
-                              limit_train=args.limit_train)
+                              limit_train=args.limit_train, runtime=args.runtime, predictor=args.predictor)
     run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / (
-        f"search-{space.name}-{args.latency_budget}-{str(device).replace(':', '')}")
+        f"search-{space.name}-{args.latency_budget}-{str(device).replace(':', '')}-{args.runtime}")
     _check_resumable(run_dir, settings, space.space_hash)
     supernet = load_supernet(Path(args.supernet), space).to(device) if args.supernet else None
+    predictor = _predictor_for(args.predictor, device, args.runtime, args.threads) if args.predictor else None
 
-    feasible = check_budget_feasible(space, budget_ms, device, args.threads)
-    log(f"budget {budget_ms:g} ms on {feasible.device_name} ({args.threads} thread(s)); the smallest member of "
-        f"{space.name} measures {feasible.median_ms:.3f} ms (p90 {feasible.p90_ms:.3f} ms)")
+    cache = LatencyCache()
+    feasible = check_budget_feasible(space, budget_ms, device, args.threads, args.runtime, cache)
+    log(f"budget {budget_ms:g} ms on {feasible.device_name} ({args.runtime}, {args.threads} thread(s)); the smallest "
+        f"member of {space.name} measures {feasible.median_ms:.3f} ms (p90 {feasible.p90_ms:.3f} ms)")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", {**settings.__dict__, "space_hash": space.space_hash})
 
@@ -78,15 +81,30 @@ def cmd_search(args: argparse.Namespace) -> int:
         supernet = load_supernet(supernet_path, space).to(device)
     else:
         supernet_path = Path(args.supernet)
-    summary = run_search(settings, space, data, supernet, supernet_path, device, run_dir, log)
+    summary = run_search(settings, space, data, supernet, supernet_path, device, run_dir, cache, predictor, log)
     _emit({**summary, "run_dir": str(run_dir), "best_yaml": str(run_dir / "best.yaml")}, args.json, [
         f"best sub-network {summary['arch_id']}: supernet val accuracy {summary['val_accuracy_supernet']:.3f}, "
         f"latency {summary['latency_ms']:.3f} ms (p90 {summary['latency_p90_ms']:.3f} ms) "
-        f"within the {budget_ms:g} ms budget on {device}",
+        f"within the {budget_ms:g} ms budget on {device} ({args.runtime})",
         f"best.yaml:  {run_dir / 'best.yaml'}",
         f"Pareto front: {run_dir / 'pareto.csv'} and {run_dir / 'pareto.png'}",
         f"next: nas retrain {run_dir / 'best.yaml'}"])
     return 0
+
+
+def _predictor_for(path: str, device, runtime: str, threads: int):
+    """The predictor at `path`, refused unless it was fitted for this device, runtime and thread count."""
+    from nas.latency import fingerprint
+    from nas.latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(Path(path))
+    here = fingerprint(device, runtime, threads)
+    if predictor.fingerprint != here["id"]:
+        raise NasError(f"--predictor {path}: fitted on {predictor.identity.get('device_name')} with "
+                       f"{predictor.runtime}, {predictor.identity.get('threads')} thread(s) (fingerprint "
+                       f"{predictor.fingerprint}), not this device/runtime ({here['id']}); fit one here with "
+                       f"`nas latency fit --runtime {runtime} --threads {threads}`")
+    return predictor
 
 
 def _check_resumable(run_dir: Path, settings: Any, space_hash: str) -> None:
@@ -132,6 +150,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from nas.arch import load_arch, read_yaml
     from nas.data import load_data
+    from nas.latency import check_runtime
     from nas.retrain import Recipe, retrain
     from nas.runs import RUNS_ROOT
 
@@ -143,7 +162,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         args.device = recorded.get("device", "cpu")
     if args.threads is None:
         args.threads = recorded.get("threads") or 1
+    if args.runtime is None:
+        args.runtime = recorded.get("runtime", "torch")
     device = _device_and_threads(args)
+    check_runtime(args.runtime)
     data_spec = args.data or (document.get("provenance", {}).get("data") if searched else None)
     data = load_data(data_spec, seed=args.seed, limit_train=args.limit_train)
     if data.num_classes != arch.num_classes:
@@ -160,7 +182,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise NasError("--epochs, --batch-size and --lr must be positive")
     recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                          "seed": args.seed}.items() if v is not None})
-    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, budget, log)
+    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, log)
     verdict = ""
     if budget is not None:
         verdict = (f" - within the {budget:g} ms budget" if metrics["within_budget"]
@@ -169,7 +191,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"{'winner' if searched else 'arch'} {arch.arch_id}: test top-1 {100 * metrics['test_top1']:.1f} % "
         f"(top-5 {100 * metrics['test_top5']:.1f} %), {metrics['params']:,} params",
         f"latency {metrics['latency_ms']:.3f} ms median, {metrics['latency_p90_ms']:.3f} ms p90 on {device} "
-        f"({args.threads} thread(s), batch 1){verdict}",
+        f"({args.runtime}, {args.threads} thread(s), batch 1){verdict}",
         f"{'best.yaml' if searched else 'arch'}: {args.arch}",
         f"model: {run_dir / 'model.pt'}   metrics: {run_dir / 'metrics.json'}   curves: {run_dir / 'training.png'}"])
     return 0
@@ -202,20 +224,56 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from nas.arch import load_arch
-    from nas.latency import CAREFUL, measure_latency
-    from supernet.network import build
+    from nas.latency import CAREFUL, LatencyCache, check_runtime, measure_arch
 
-    if args.runtime != "torch":
-        raise NasError(f"--runtime {args.runtime}: only torch is available in this version")
+    check_runtime(args.runtime)
     if args.batch < 1 or args.runs < 5:
         raise NasError("--batch must be at least 1 and --runs at least 5")
     device = _device_and_threads(args)
     arch = load_arch(args.arch)
-    record = measure_latency(build(arch), arch.in_channels, arch.resolution, device, args.threads, args.batch,
-                             runs=args.runs, **CAREFUL)
+    record = measure_arch(arch, device, args.runtime, args.threads, args.batch, cache=LatencyCache(), refresh=True,
+                          runs=args.runs, **CAREFUL)
     _emit({"arch_id": arch.arch_id, **record.to_dict()}, args.json, [
         f"arch {arch.arch_id}: {record.median_ms:.3f} ms median, {record.p90_ms:.3f} ms p90 "
-        f"({record.runs} runs, batch {record.batch}, {record.device_name}, {record.threads} thread(s), torch)"])
+        f"({record.runs} runs, batch {record.batch}, {record.device_name}, {record.threads} thread(s), "
+        f"{record.runtime} {record.runtime_version})"])
+    return 0
+
+
+# ---- latency fit ----------------------------------------------------------------------------------------------
+def cmd_latency_fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch
+    from nas.latency.predictor import fit_predictor, measure_many, sample_archs
+    from nas.report import plot_predictor
+    from nas.runs import RUNS_ROOT
+    from nas.space import load_space
+
+    device = _device_and_threads(args)
+    check_runtime(args.runtime)
+    if args.samples < 10 or not 0 < args.holdout < 1:
+        raise NasError("--samples must be at least 10 and --holdout between 0 and 1")
+    space = load_space(args.space)
+    device_id = fingerprint(device, args.runtime, args.threads)["id"]
+    default_out = RUNS_ROOT / f"latency-{space.name}-{args.runtime}-{device_id}" / "predictor.json"
+    out = Path(args.out) if args.out else default_out
+    cache = LatencyCache()
+    archs = sample_archs(space, args.samples, args.seed)
+    with tqdm(total=len(archs), desc=f"measuring on {device} ({args.runtime})", unit="arch", disable=None) as bar:
+        features, records = measure_many(
+            archs, lambda arch: measure_arch(arch, device, args.runtime, args.threads, cache=cache), bar.update)
+    predictor = fit_predictor(features, records, args.holdout, args.seed)
+    predictor.save(out)
+    plot_predictor(features, records, predictor, out.with_suffix(".png"))
+    m = predictor.metrics
+    _emit({"predictor": str(out), "fingerprint": predictor.fingerprint, **m}, args.json, [
+        f"latency predictor for {space.name} on {records[0].device_name} ({args.runtime}, {args.threads} thread(s)): "
+        f"{out}",
+        f"held-out ({m['n']} sub-networks): RMSE {m['rmse_ms']:.3f} ms, MAPE {100 * m['mape']:.1f} %, "
+        f"{100 * m['within_5pct']:.0f} % within 5 %, {100 * m['within_10pct']:.0f} % within 10 %, "
+        f"Spearman {m['spearman']:.3f}",
+        f"use it: nas search --space {args.space} --predictor {out} --runtime {args.runtime} ..."])
     return 0
 
 
@@ -245,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", required=True, help="search-space YAML")
     search.add_argument("--latency-budget", required=True, help="e.g. 5ms, 800us, 0.005s (checked on the p90)")
     search.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    search.add_argument("--runtime", default="torch", help="what latency is measured with: torch (default), "
+                        "torch-compile or onnxruntime")
     search.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
+    search.add_argument("--predictor", help="a latency predictor from `nas latency fit` to screen candidates "
+                        "(those near the budget, and the Pareto front, are still measured)")
     search.add_argument("--trials", type=int, default=40, help="trials in total, resumed ones included (default: 40)")
     search.add_argument("--sampler", default="nsga2", help="nsga2, tpe or random (default: nsga2)")
     search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
@@ -261,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
     retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
     retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
+    retrain.add_argument("--runtime", help="torch, torch-compile or onnxruntime (default: the search's)")
     retrain.add_argument("--epochs", type=int, help="training epochs (default: 15)")
     retrain.add_argument("--batch-size", type=int, help="batch size (default: 128)")
     retrain.add_argument("--lr", type=float, help="peak learning rate (default: 0.003)")
@@ -277,11 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "nas measure runs/quickstart/best.yaml --device cpu --threads 1 --json")
     measure.add_argument("arch", help="best.yaml or an arch YAML")
     measure.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    measure.add_argument("--runtime", default="torch", help="torch (default)")
+    measure.add_argument("--runtime", default="torch", help="torch (default), torch-compile or onnxruntime")
     measure.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
     measure.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     measure.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default: 50)")
     measure.add_argument("--json", action="store_true", help="print as JSON")
+
+    latency = sub.add_parser("latency", help="latency predictor commands", description="latency predictor commands",
+                             epilog="example:\n  nas latency fit --space search_spaces/cpu_small.yaml --device cpu",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    latency_sub = latency.add_subparsers(dest="latency_command", required=True, metavar="SUBCOMMAND")
+    fit = _command(latency_sub, "fit", cmd_latency_fit, "measure sampled sub-networks on this device and fit a "
+                   "latency predictor; reports its accuracy on held-out ones",
+                   "nas latency fit --space search_spaces/cpu_small.yaml --device cpu --runtime onnxruntime "
+                   "--samples 150")
+    fit.add_argument("--space", required=True, help="search-space YAML")
+    fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    fit.add_argument("--runtime", default="torch", help="torch (default), torch-compile or onnxruntime")
+    fit.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
+    fit.add_argument("--samples", type=int, default=150, help="sub-networks to measure (default: 150)")
+    fit.add_argument("--holdout", type=float, default=0.3, help="share held out to report accuracy (default: 0.3)")
+    fit.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    fit.add_argument("--out", help="predictor file (default: runs/latency-SPACE-RUNTIME-FINGERPRINT/predictor.json)")
+    fit.add_argument("--json", action="store_true", help="print the accuracy figures as JSON")
 
     supernet = sub.add_parser("supernet", help="supernet commands", description="supernet commands",
                               epilog="example:\n  nas supernet train --space search_spaces/cpu_small.yaml",

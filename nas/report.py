@@ -49,3 +49,23 @@ def plot_training(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_predictor(features: list, records: list, predictor, path: Path) -> None:
+    """Predicted against measured median latency for every measured sub-network."""
+    measured = [r.median_ms for r in records]
+    predicted = predictor.predict_features(features)
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.scatter(measured, predicted, s=12)
+    low, high = min(measured + list(predicted)), max(measured + list(predicted))
+    ax.plot([low, high], [low, high], "--", c="#888888")
+    ax.plot([low, high], [low * 1.1, high * 1.1], ":", c="#c44e52", label="±10 %")
+    ax.plot([low, high], [low * 0.9, high * 0.9], ":", c="#c44e52")
+    ax.set_xlabel("measured median latency (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title(f"{predictor.runtime}: held-out Spearman {predictor.metrics['spearman']:.3f}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

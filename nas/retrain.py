@@ -23,7 +23,7 @@ from nas.complexity import count_macs, count_params
 from nas.data import Splits, batches
 from nas.errors import NasError
 from nas.evaluate import accuracy
-from nas.latency import CAREFUL, measure_latency
+from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json
 from supernet.network import build
@@ -51,7 +51,8 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
-            budget_ms: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+            runtime: str = "torch", budget_ms: float | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json."""
     import timm.optim
     import timm.scheduler
@@ -77,34 +78,35 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
         start_epoch, history = payload["epoch"], payload["history"]
         if start_epoch < recipe.epochs:
             log(f"resuming retraining from {checkpoint} after epoch {start_epoch}/{recipe.epochs}")
-    for epoch in range(start_epoch, recipe.epochs):
-        model.train()
-        began, total = time.perf_counter(), 0.0
-        generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-        bar = tqdm(batches(x, y, recipe.batch_size, generator, augment=True), total=steps, leave=False,
-                   desc=f"retrain epoch {epoch + 1}/{recipe.epochs}", disable=None)
-        for step, (xb, yb) in enumerate(bar):
-            scheduler.step_update(epoch * steps + step)
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device), label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, x_val, y_val)[1],
-                  "seconds": time.perf_counter() - began}
-        history.append(record)
-        save_checkpoint(checkpoint, {"format": CHECKPOINT_KIND, "version": 1, "arch": arch.to_dict(),
-                                     "arch_id": arch.arch_id, "epoch": epoch + 1, "recipe": asdict(recipe),
-                                     "history": history, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict()})
-        log(f"retrain epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f}, "
-            f"val top-1 {record['val_acc']:.3f} ({record['seconds']:.0f} s)")
+    with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
+        for epoch in range(start_epoch, recipe.epochs):
+            model.train()
+            began, total = time.perf_counter(), 0.0
+            generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+            bar = tqdm(batches(x, y, recipe.batch_size, generator, augment=True), total=steps, leave=False,
+                       desc=f"retrain epoch {epoch + 1}/{recipe.epochs}", disable=None)
+            for step, (xb, yb) in enumerate(bar):
+                scheduler.step_update(epoch * steps + step)
+                loss = F.cross_entropy(model(xb.to(device)), yb.to(device), label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                total += loss.item()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, x_val, y_val)[1],
+                      "seconds": time.perf_counter() - began}
+            history.append(record)
+            save_checkpoint(checkpoint, {"format": CHECKPOINT_KIND, "version": 1, "arch": arch.to_dict(),
+                                         "arch_id": arch.arch_id, "epoch": epoch + 1, "recipe": asdict(recipe),
+                                         "history": history, "model": model.state_dict(),
+                                         "optimizer": optimizer.state_dict()})
+            log(f"retrain epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f}, "
+                f"val top-1 {record['val_acc']:.3f} ({record['seconds']:.0f} s)")
 
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))
-    latency = measure_latency(model, arch.in_channels, arch.resolution, device, threads, **CAREFUL)
+    latency = measure_arch(arch, device, runtime, threads, cache=LatencyCache(), model=model, refresh=True, **CAREFUL)
     metrics = {
         "arch_id": arch.arch_id, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
         "val_top1": round(history[-1]["val_acc"], 4), "latency_ms": round(latency.median_ms, 4),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.arch import Arch, StageArch, Reader, canonical_number, read_yaml
+from nas.arch import Arch, Reader, StageArch, canonical_number, read_yaml
 from nas.errors import NasError
 from supernet.blocks import FAMILIES
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from nas.data import Splits, batches
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy
+from nas.latency import device_lock
 from nas.runs import load_checkpoint, save_checkpoint, write_yaml
 from supernet.network import HybridSupernet
 
@@ -73,46 +74,47 @@ def train_supernet(space: "SearchSpace", data: Splits, out_dir: Path, config: Tr
             log(f"resuming supernet training from {checkpoint} after epoch {start_epoch}/{config.epochs}")
     largest, smallest = space.largest(), space.smallest()
     write_yaml(out_dir / "train_config.yaml", asdict(config))
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        began, total_loss = time.perf_counter(), 0.0
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        bar = tqdm(batches(x, y, config.batch_size, generator, augment=True), total=steps, leave=False,
-                   desc=f"supernet epoch {epoch + 1}/{config.epochs}", disable=None)
-        for step, (xb, yb) in enumerate(bar):
-            global_step = epoch * steps + step
-            scheduler.step_update(global_step)
-            rng = random.Random(config.seed * 1_000_003 + global_step)
-            xb, yb = xb.to(device), yb.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            model.set_active(largest)
-            logits = model(_at_resolution(xb, largest.resolution))
-            loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
-            loss.backward()
-            teacher = logits.detach().softmax(dim=-1)
-            for arch in [smallest] + [space.sample(rng) for _ in range(config.random_subnets)]:
-                model.set_active(arch)
-                student = model(_at_resolution(xb, arch.resolution)).log_softmax(dim=-1)
-                distill = F.kl_div(student, teacher, reduction="batchmean")
-                distill.backward()
-                loss = loss + distill.detach()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        seconds = time.perf_counter() - began
-        model.eval()
-        record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
-                  "images_per_s": len(x) * (2 + config.random_subnets) / seconds,
-                  "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
-                  "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}
-        history.append(record)
-        save_checkpoint(checkpoint, {
-            "format": CHECKPOINT_KIND, "version": 1, "space": space.to_dict(), "space_hash": space.space_hash,
-            "epoch": epoch + 1, "config": asdict(config), "history": history,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-        log(f"supernet epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.3f}, val acc largest "
-            f"{record['val_acc_largest']:.3f} smallest {record['val_acc_smallest']:.3f} ({seconds:.0f} s)")
+    with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            began, total_loss = time.perf_counter(), 0.0
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            bar = tqdm(batches(x, y, config.batch_size, generator, augment=True), total=steps, leave=False,
+                       desc=f"supernet epoch {epoch + 1}/{config.epochs}", disable=None)
+            for step, (xb, yb) in enumerate(bar):
+                global_step = epoch * steps + step
+                scheduler.step_update(global_step)
+                rng = random.Random(config.seed * 1_000_003 + global_step)
+                xb, yb = xb.to(device), yb.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                model.set_active(largest)
+                logits = model(_at_resolution(xb, largest.resolution))
+                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                loss.backward()
+                teacher = logits.detach().softmax(dim=-1)
+                for arch in [smallest] + [space.sample(rng) for _ in range(config.random_subnets)]:
+                    model.set_active(arch)
+                    student = model(_at_resolution(xb, arch.resolution)).log_softmax(dim=-1)
+                    distill = F.kl_div(student, teacher, reduction="batchmean")
+                    distill.backward()
+                    loss = loss + distill.detach()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                total_loss += loss.item()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            seconds = time.perf_counter() - began
+            model.eval()
+            record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
+                      "images_per_s": len(x) * (2 + config.random_subnets) / seconds,
+                      "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
+                      "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}
+            history.append(record)
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_KIND, "version": 1, "space": space.to_dict(), "space_hash": space.space_hash,
+                "epoch": epoch + 1, "config": asdict(config), "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            log(f"supernet epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.3f}, val acc largest "
+                f"{record['val_acc_largest']:.3f} smallest {record['val_acc_smallest']:.3f} ({seconds:.0f} s)")
     return checkpoint
 
 

@@ -108,6 +108,13 @@ def test_describe_and_measure_json(tmp_path):
     assert 0 < record["median_ms"] <= record["p90_ms"] and record["threads"] == 1 and record["batch"] == 1
     assert len(record["block_medians_ms"]) > 1
 
+    onnx = run_nas("measure", arch_file, "--runtime", "onnxruntime", "--runs", 10, "--json")
+    assert onnx.returncode == 0, onnx.stderr
+    onnx_record = json.loads(onnx.stdout)
+    assert onnx_record["runtime"] == "onnxruntime" and onnx_record["runtime_version"]
+    assert onnx_record["fingerprint"] != record["fingerprint"] and 0 < onnx_record["median_ms"]
+    assert_one_line_error(run_nas("measure", arch_file, "--runtime", "tvm"), "--runtime 'tvm'")
+
 
 def test_every_command_has_help_with_an_example():
     for command in ([], ["search"], ["retrain"], ["describe"], ["measure"], ["supernet"], ["supernet", "train"]):

@@ -32,3 +32,68 @@ def test_measurement_record(tiny_space):
     assert record.runs == 20 and record.batch == 1 and record.threads == 1 and record.resolution == 32
     assert record.runtime == "torch" and record.device == "cpu" and record.device_name
     assert torch.get_num_threads() == threads_before
+
+
+def test_fingerprint_separates_what_latency_depends_on():
+    from nas.latency import fingerprint
+
+    cpu = torch.device("cpu")
+    assert fingerprint(cpu, "torch", 1)["id"] == fingerprint(cpu, "torch", 1)["id"]
+    assert fingerprint(cpu, "torch", 1)["id"] != fingerprint(cpu, "torch", 2)["id"]
+    assert fingerprint(cpu, "torch", 1)["id"] != fingerprint(cpu, "onnxruntime", 1)["id"]
+    assert fingerprint(cpu, "torch", 1)["versions"]["torch"] == str(torch.__version__)
+
+
+def test_cache_is_reused_across_instances_and_keyed_by_fingerprint(tiny_space, tmp_path):
+    from nas.latency import LatencyCache, measure_arch
+
+    path = tmp_path / "latency.jsonl"
+    arch = tiny_space.smallest()
+    first = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), runs=10)
+    again = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), runs=10)
+    assert again == first  # served from the file: a new measurement would differ
+    other_threads = measure_arch(arch, torch.device("cpu"), "torch", 2, cache=LatencyCache(path), runs=10)
+    assert other_threads.threads == 2 and other_threads.fingerprint != first.fingerprint
+    refreshed = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), refresh=True, runs=10)
+    assert refreshed != first
+    assert len(LatencyCache(path)) == 2
+
+
+def test_a_corrupt_cache_is_rebuilt_with_a_warning_never_trusted(tmp_path):
+    from nas.latency import LatencyCache
+
+    path = tmp_path / "latency.jsonl"
+    path.write_text('{"key": "a", "record": {"median_ms": 1.0, "p90_ms": 1.1}}\n{"key": "b", "rec\n')
+    warnings = []
+    cache = LatencyCache(path, warn=warnings.append)
+    assert len(cache) == 0 and cache.get("a") is None
+    assert len(warnings) == 1 and "corrupt" in warnings[0] and "line 2" in warnings[0]
+    assert not path.exists() and (tmp_path / "latency.jsonl.corrupt").exists()
+    cache.put("c", {"median_ms": 2.0, "p90_ms": 2.5})
+    assert LatencyCache(path).get("c") == {"median_ms": 2.0, "p90_ms": 2.5}
+
+
+def test_measurements_wait_while_another_process_trains(tiny_space):
+    """Training holds the device's shared lock; a measurement (exclusive) starts only after it is released."""
+    import subprocess
+    import sys
+    import time
+
+    hold = 2.0
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom nas.latency import device_lock\n"
+         f"with device_lock('cpu', exclusive=False):\n    print('locked', flush=True)\n    time.sleep({hold})\n"],
+        stdout=subprocess.PIPE, text=True)
+    assert trainer.stdout.readline().strip() == "locked"
+    began = time.perf_counter()
+    measure_latency(build(tiny_space.smallest()), 1, 32, torch.device("cpu"), runs=5, repeats=1)
+    waited = time.perf_counter() - began
+    trainer.wait()
+    assert waited >= hold - 0.5, waited
+
+
+def test_unknown_runtime():
+    from nas.latency import check_runtime
+
+    with pytest.raises(NasError, match="--runtime 'tensorrt': expected one of torch, torch-compile, onnxruntime"):
+        check_runtime("tensorrt")

@@ -4,25 +4,14 @@ import torch
 
 from nas.complexity import count_params
 from supernet.network import HybridSupernet, build
-
-
-def _randomise_norms(model: torch.nn.Module) -> None:
-    """Non-trivial BN statistics and affine weights, so eval-mode equality means something."""
-    generator = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+from tests.conftest import randomise_norms
 
 
 @torch.no_grad()
 def test_extracted_subnets_match_the_supernet_on_many_archs(tiny_space):
     torch.manual_seed(0)
     supernet = HybridSupernet(tiny_space)
-    _randomise_norms(supernet)
+    randomise_norms(supernet)
     supernet.eval()
     x = torch.randn(2, 1, 32, 32)
     rng = random.Random(0)

@@ -1,0 +1,143 @@
+"""ONNX export of a network, and onnxruntime sessions to run and check it.
+
+`export_onnx` writes one self-contained .onnx file (weights embedded) with the torch dynamo exporter;
+`onnx_session` opens it with explicit threads and providers; `run_onnx` runs it on a torch tensor;
+`verify_onnx` gives the largest absolute difference between torch and onnxruntime on an input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from nas.errors import NasError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+OPSET = 18
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of the innermost cause of `error`, without terminal colour codes."""
+    # The exporter wraps the real problem in a multi-line, coloured "step 1/3 ... Next steps:" preamble; the
+    # chained cause holds the line worth showing.
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` itself when it already lives on the CPU, else a CPU copy (the caller's model stays where it is)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(t.device.type == "cpu" for t in tensors):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
+def export_onnx(model: torch.nn.Module, in_channels: int, resolution: int, path: Path, batch: int = 1) -> Path:
+    """Export `model` in eval mode to a single .onnx file at `path` for a static (batch, C, H, W) input.
+
+    The input is named "input" and the output "logits". Raises NasError if the export fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    cpu_model = _on_cpu(model)
+    was_training = cpu_model.training
+    cpu_model.eval()
+    x = torch.zeros(batch, in_channels, resolution, resolution)
+    try:
+        # The exporter reports progress with print() and warns through warnings/logging; a CLI that prints JSON
+        # on stdout must not see any of it.
+        with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
+              warnings.catch_warnings()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(cpu_model, (x,), dynamo=True, opset_version=OPSET, external_data=False,
+                                        verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+            if program is None:
+                raise RuntimeError("the exporter returned no ONNX program")
+            program.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    except Exception as error:
+        tmp.unlink(missing_ok=True)
+        raise NasError(f"ONNX export failed for {path.name}: {_first_line(error)}") from error
+    finally:
+        cpu_model.train(was_training)
+    return path
+
+
+def _providers(device: str) -> list:
+    import onnxruntime
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise NasError(f"--device {device}: unknown device; use cpu, cuda or cuda:N")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise NasError("--runtime onnxruntime --device cuda: this onnxruntime has no CUDA execution provider; "
+                       "install onnxruntime-gpu or use --device cpu")
+    return [("CUDAExecutionProvider", {"device_id": int(match.group(1) or 0)}), "CPUExecutionProvider"]
+
+
+def onnx_session(path: Path, threads: int = 1, device: str = "cpu") -> onnxruntime.InferenceSession:
+    """An onnxruntime session for the .onnx file at `path` on `device` ("cpu", "cuda" or "cuda:N")."""
+    import onnxruntime
+
+    providers = _providers(device)
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"{path}: no such ONNX file; export the model first")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # One inter-op thread and sequential execution: latency should measure the operators, not the scheduler.
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as error:
+        raise NasError(f"{path}: not a readable ONNX model ({_first_line(error)}); export it again") from error
+
+
+def run_onnx(session: onnxruntime.InferenceSession, x: torch.Tensor) -> torch.Tensor:
+    """The session's (first) output for input `x`, as a CPU float tensor."""
+    expected = session.get_inputs()[0]
+    # A static-shape model fed another shape fails deep inside onnxruntime; say so plainly instead.
+    if all(isinstance(d, int) for d in expected.shape) and list(x.shape) != list(expected.shape):
+        raise NasError(f"the ONNX model takes input shape {list(expected.shape)}, got {list(x.shape)}")
+    array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    outputs = session.run([session.get_outputs()[0].name], {expected.name: array})
+    return torch.from_numpy(outputs[0])
+
+
+def verify_onnx(model: torch.nn.Module, session: onnxruntime.InferenceSession, x: torch.Tensor) -> float:
+    """The largest absolute difference between `model(x)` (eval mode, on the CPU) and the session's output."""
+    cpu_model = _on_cpu(model)
+    was_training = cpu_model.training
+    x = x.detach().to("cpu", torch.float32)
+    try:
+        with torch.no_grad():
+            expected = cpu_model.eval()(x)
+    finally:
+        cpu_model.train(was_training)
+    actual = run_onnx(session, x)
+    if actual.shape != expected.shape:
+        raise NasError(f"the ONNX model's output shape {list(actual.shape)} differs from torch's "
+                       f"{list(expected.shape)}")
+    return float((actual - expected).abs().max())

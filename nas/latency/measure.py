@@ -1,0 +1,206 @@
+"""The measurement protocol: one model, one device, one runtime, timed the same way every time.
+
+Warm-up, then blocks of timed runs a little apart; the block with the lowest median is reported (a shared
+machine slows down in bursts that lift every run of a block alike), with its p90, a trimmed mean and its
+spread. A block whose spread is too wide is a disturbed measurement: more blocks are taken. CPU: denormals
+flushed (freshly initialised weights otherwise dominate the timing) and the thread count fixed and recorded.
+CUDA: CUDA events around each run. Every measurement holds the device's exclusive lock, so measurements never
+overlap each other or training (which holds the shared lock) on the same device, across processes too.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+from nas.errors import NasError
+from nas.latency.cache import LatencyCache, cache_key, device_lock, fingerprint
+
+if TYPE_CHECKING:
+    from nas.arch import Arch
+
+RUNTIMES = ("torch", "torch-compile", "onnxruntime")
+_UNITS_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1000.0}
+
+# For the measurements a user reads (budget check, winner, retrained model): blocks spread over about 2 s.
+CAREFUL = {"repeats": 8, "pause_s": 0.25}
+
+
+def parse_budget(text: str) -> float:
+    """'5ms', '800us', '0.005s' -> milliseconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|us|µs|s)\s*", str(text))
+    if not match:
+        raise NasError(f"--latency-budget {text!r}: expected a number with a unit, e.g. 5ms, 800us or 0.005s")
+    value = float(match.group(1)) * _UNITS_MS[match.group(2)]
+    if value <= 0:
+        raise NasError(f"--latency-budget {text!r}: must be greater than zero")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N', checked against this machine."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise NasError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NasError(f"--device {name}: CUDA is not available on this machine "
+                           "(torch.cuda.is_available() is False); use --device cpu, or install a CUDA build of torch")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise NasError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise NasError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    median_ms: float
+    p90_ms: float
+    trimmed_mean_ms: float  # mean without the fastest and slowest 10 %
+    spread: float  # (p90 - p10) / median
+    runs: int
+    batch: int
+    resolution: int
+    dtype: str
+    device: str
+    device_name: str
+    threads: int
+    runtime: str
+    runtime_version: str
+    fingerprint: str
+    versions: dict = field(default_factory=dict)
+    block_medians_ms: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "block_medians_ms": list(self.block_medians_ms)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LatencyRecord":
+        return cls(**{**data, "block_medians_ms": tuple(data.get("block_medians_ms", ()))})
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _runner(model: nn.Module, x: torch.Tensor, runtime: str, device: torch.device, threads: int,
+            workdir: Path) -> tuple[Callable[[], object], str]:
+    """A zero-argument callable that runs one inference, and the runtime's version."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        from nas.export import export_onnx, onnx_session
+
+        path = export_onnx(model, x.shape[1], x.shape[-1], workdir / "model.onnx", batch=x.shape[0])
+        session = onnx_session(path, threads, str(device))
+        feed = {session.get_inputs()[0].name: x.cpu().numpy()}
+        return (lambda: session.run(None, feed)), onnxruntime.__version__
+    model = model.to(device).eval()
+    if runtime == "torch-compile":
+        model = torch.compile(model)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    return run, str(torch.__version__)
+
+
+def measure_latency(model: nn.Module, in_channels: int, resolution: int, device: torch.device,
+                    threads: int = 1, batch: int = 1, runtime: str = "torch", warmup: int = 10, runs: int = 50,
+                    repeats: int = 3, pause_s: float = 0.05, max_spread: float = 0.3,
+                    extra_repeats: int = 3) -> LatencyRecord:
+    """Time one inference of `model` on a random input batch; see the module docstring for the protocol."""
+    check_runtime(runtime)
+    x = torch.randn(batch, in_channels, resolution, resolution, device=device)
+    saved_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="nas-latency-") as workdir, device_lock(device, exclusive=True):
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+            torch.set_flush_denormal(True)
+        try:
+            run, version = _runner(model, x, runtime, device, threads, Path(workdir))
+            synchronise = device.type == "cuda" and runtime != "onnxruntime"
+            blocks: list[list[float]] = []
+            while len(blocks) < repeats or (_spread(min(blocks, key=statistics.median)) > max_spread
+                                            and len(blocks) < repeats + extra_repeats):
+                if blocks:
+                    time.sleep(pause_s)
+                blocks.append(_time_block(run, warmup, runs, synchronise, device))
+        finally:
+            torch.set_num_threads(saved_threads)
+    best = sorted(min(blocks, key=statistics.median))
+    median = statistics.median(best)
+    cut = len(best) // 10
+    info = fingerprint(device, runtime, threads)
+    return LatencyRecord(
+        median_ms=median, p90_ms=_percentile(best, 0.9), trimmed_mean_ms=statistics.fmean(best[cut:len(best) - cut]),
+        spread=_spread(best), runs=runs, batch=batch, resolution=resolution, dtype="float32", device=str(device),
+        device_name=info["device_name"], threads=threads if device.type == "cpu" else 0, runtime=runtime,
+        runtime_version=version, fingerprint=info["id"], versions=info["versions"],
+        block_medians_ms=tuple(round(statistics.median(b), 4) for b in blocks))
+
+
+def _spread(times: list[float]) -> float:
+    ordered = sorted(times)
+    return (_percentile(ordered, 0.9) - _percentile(ordered, 0.1)) / statistics.median(ordered)
+
+
+def _time_block(run: Callable[[], object], warmup: int, runs: int, synchronise: bool,
+                device: torch.device) -> list[float]:
+    warm_until = time.perf_counter() + 0.05  # oneDNN and the allocator settle after a few calls
+    done = 0
+    while done < warmup or time.perf_counter() < warm_until:
+        run()
+        done += 1
+    times = []
+    if synchronise:
+        torch.cuda.synchronize(device)
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(runs):
+            begin = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - begin) * 1000.0)
+    return times
+
+
+def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
+                 cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
+                 **protocol: float) -> LatencyRecord:
+    """Latency of `arch` (built fresh unless `model` is given), from `cache` when it holds this measurement.
+
+    `refresh` measures again even on a cache hit (and stores the new record): for the figures a user reads.
+    """
+    from supernet.network import build
+
+    key = cache_key(arch.arch_id, fingerprint(device, runtime, threads)["id"], runtime, batch, arch.resolution)
+    if cache is not None and not refresh:
+        hit = cache.get(key)
+        if hit is not None:
+            return LatencyRecord.from_dict(hit)
+    record = measure_latency(model if model is not None else build(arch), arch.in_channels, arch.resolution, device,
+                             threads, batch, runtime, **protocol)
+    if cache is not None:
+        cache.put(key, record.to_dict())
+    return record
