@@ -40,55 +40,105 @@ def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
+def _search_settings(args: argparse.Namespace):
+    """Settings from --resume RUN's config.yaml or --config FILE, overridden by options given on this command."""
+    from dataclasses import fields
+
+    from nas.arch import read_yaml
+    from nas.latency import parse_budget
+    from nas.search import SearchSettings
+
+    names = {f.name for f in fields(SearchSettings)} - {"budget_ms"}
+    base: dict = {}
+    if args.resume:
+        config = Path(args.resume) / "config.yaml"
+        if not config.is_file():
+            raise NasError(f"--resume {args.resume}: no config.yaml there; pass the folder of a nas search")
+        base = read_yaml(config) or {}
+    elif args.config:
+        base = read_yaml(args.config)
+        if not isinstance(base, dict):
+            raise NasError(f"--config {args.config}: expected the config.yaml of a nas search")
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    merged = {k: v for k, v in {**base, **given}.items() if k in names}
+    missing = [f"--{k.replace('_', '-')}" for k in ("space", "latency_budget") if k not in merged]
+    if missing:
+        raise NasError(f"{' and '.join(missing)} required (or --config FILE, or --resume RUN)")
+    return SearchSettings(**merged, budget_ms=parse_budget(merged["latency_budget"]))
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.data import load_data
-    from nas.latency import LatencyCache, check_runtime, parse_budget
+    from nas.latency import LatencyCache, check_runtime, resolve_device
     from nas.runs import RUNS_ROOT, write_yaml
-    from nas.search import SAMPLERS, SearchSettings, check_budget_feasible, run_search
+    from nas.search import BACKENDS, SAMPLERS, check_budget_feasible, open_storage, run_search
     from nas.space import load_space
     from supernet.training import TrainConfig, load_supernet, train_supernet
 
-    budget_ms = parse_budget(args.latency_budget)
-    device = _device_and_threads(args)
-    check_runtime(args.runtime)
-    if args.trials < 1 or args.epochs < 1:
-        raise NasError("--trials and --epochs must be at least 1")
-    if args.sampler not in SAMPLERS:
-        raise NasError(f"--sampler {args.sampler}: expected one of {', '.join(SAMPLERS)}")
-    space = load_space(args.space)
-    data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
+    settings = _search_settings(args)
+    device = resolve_device(settings.device)
+    check_runtime(settings.runtime)
+    if settings.trials < 1 or settings.epochs < 1 or settings.threads < 1 or settings.workers < 1:
+        raise NasError("--trials, --epochs, --threads and --workers must be at least 1")
+    if settings.sampler not in SAMPLERS:
+        raise NasError(f"--sampler {settings.sampler}: expected one of {', '.join(SAMPLERS)}")
+    if settings.backend not in BACKENDS:
+        raise NasError(f"--backend {settings.backend}: expected one of {', '.join(BACKENDS)}")
+    space = load_space(settings.space)
+    data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train)
     space = space.with_num_classes(data.num_classes)
-    settings = SearchSettings(space=args.space, latency_budget=args.latency_budget, budget_ms=budget_ms,
-                              device=str(device), threads=args.threads, trials=args.trials, sampler=args.sampler,
-                              seed=args.seed, data=args.data, supernet=args.supernet, epochs=args.epochs,
-                              limit_train=args.limit_train, runtime=args.runtime, predictor=args.predictor)
-    run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / (
-        f"search-{space.name}-{args.latency_budget}-{str(device).replace(':', '')}-{args.runtime}")
+    if args.resume:
+        run_dir = Path(args.resume)
+    elif args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        run_dir = RUNS_ROOT / (f"search-{space.name}-{settings.latency_budget}-{str(device).replace(':', '')}-"
+                               f"{settings.runtime}")
     _check_resumable(run_dir, settings, space.space_hash)
-    supernet = load_supernet(Path(args.supernet), space).to(device) if args.supernet else None
-    predictor = _predictor_for(args.predictor, device, args.runtime, args.threads) if args.predictor else None
+    supernet = load_supernet(Path(settings.supernet), space).to(device) if settings.supernet else None
+    predictor = (_predictor_for(settings.predictor, device, settings.runtime, settings.threads)
+                 if settings.predictor else None)
+    if settings.storage:
+        open_storage(run_dir, settings.storage)  # a bad URL fails here, before anything is written
 
     cache = LatencyCache()
-    feasible = check_budget_feasible(space, budget_ms, device, args.threads, args.runtime, cache)
-    log(f"budget {budget_ms:g} ms on {feasible.device_name} ({args.runtime}, {args.threads} thread(s)); the smallest "
-        f"member of {space.name} measures {feasible.median_ms:.3f} ms (p90 {feasible.p90_ms:.3f} ms)")
+    feasible = check_budget_feasible(space, settings.budget_ms, device, settings.threads, settings.runtime, cache)
+    log(f"budget {settings.budget_ms:g} ms on {feasible.device_name} ({settings.runtime}, {settings.threads} "
+        f"thread(s)); the smallest member of {space.name} measures {feasible.median_ms:.3f} ms "
+        f"(p90 {feasible.p90_ms:.3f} ms)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(run_dir / "config.yaml", {**settings.__dict__, "space_hash": space.space_hash})
+    write_yaml(run_dir / "config.yaml", {**settings.to_dict(), "space_hash": space.space_hash})
 
     if supernet is None:
-        supernet_path = train_supernet(space, data, run_dir / "supernet", TrainConfig(epochs=args.epochs,
-                                                                                     seed=args.seed), device, log)
+        supernet_path = train_supernet(space, data, run_dir / "supernet",
+                                       TrainConfig(epochs=settings.epochs, seed=settings.seed), device, log)
         supernet = load_supernet(supernet_path, space).to(device)
     else:
-        supernet_path = Path(args.supernet)
+        supernet_path = Path(settings.supernet)
     summary = run_search(settings, space, data, supernet, supernet_path, device, run_dir, cache, predictor, log)
     _emit({**summary, "run_dir": str(run_dir), "best_yaml": str(run_dir / "best.yaml")}, args.json, [
         f"best sub-network {summary['arch_id']}: supernet val accuracy {summary['val_accuracy_supernet']:.3f}, "
         f"latency {summary['latency_ms']:.3f} ms (p90 {summary['latency_p90_ms']:.3f} ms) "
-        f"within the {budget_ms:g} ms budget on {device} ({args.runtime})",
+        f"within the {settings.budget_ms:g} ms budget on {device} ({settings.runtime})",
         f"best.yaml:  {run_dir / 'best.yaml'}",
-        f"Pareto front: {run_dir / 'pareto.csv'} and {run_dir / 'pareto.png'}",
+        f"report: {run_dir / 'report.md'}; Pareto front: {run_dir / 'pareto.csv'} and {run_dir / 'pareto.png'}",
         f"next: nas retrain {run_dir / 'best.yaml'}"])
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    from nas.arch import read_yaml
+    from nas.search import open_storage
+
+    run_dir = Path(args.run)
+    config = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if not isinstance(config, dict):
+        raise NasError(f"{run_dir}: not a nas search folder (no config.yaml); pass runs/<run>")
+    storage = open_storage(run_dir, config.get("storage"))
+    log(f"Optuna dashboard for {run_dir}: http://{args.host}:{args.port}/dashboard/ (Ctrl-C to stop)")
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     return 0
 
 
@@ -299,23 +349,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = _command(sub, "search", cmd_search, "search a space for the most accurate sub-network under a latency "
                       "budget measured on the device",
-                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu")
-    search.add_argument("--space", required=True, help="search-space YAML")
-    search.add_argument("--latency-budget", required=True, help="e.g. 5ms, 800us, 0.005s (checked on the p90)")
-    search.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    search.add_argument("--runtime", default="torch", help="what latency is measured with: torch (default), "
-                        "torch-compile or onnxruntime")
-    search.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
+                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu\n"
+                      "  nas search --space search_spaces/cpu_small.yaml --latency-budget 2ms --backend ray "
+                      "--workers 2\n"
+                      "  nas search --resume runs/quickstart")
+    search.add_argument("--space", help="search-space YAML")
+    search.add_argument("--latency-budget", help="e.g. 5ms, 800us, 0.005s (checked on the p90)")
+    search.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
+    search.add_argument("--runtime", help="what latency is measured with: torch (default), torch-compile or "
+                        "onnxruntime")
+    search.add_argument("--threads", type=int, help="CPU threads when timing (default: 1)")
+    search.add_argument("--trials", type=int, help="trials in total, resumed ones included (default: 40)")
+    search.add_argument("--sampler", help="nsga2 (default), tpe or random")
+    search.add_argument("--max-params", type=int, help="also constrain the parameter count")
+    search.add_argument("--max-macs", type=int, help="also constrain the MACs at the arch's resolution")
     search.add_argument("--predictor", help="a latency predictor from `nas latency fit` to screen candidates "
                         "(those near the budget, and the Pareto front, are still measured)")
-    search.add_argument("--trials", type=int, default=40, help="trials in total, resumed ones included (default: 40)")
-    search.add_argument("--sampler", default="nsga2", help="nsga2, tpe or random (default: nsga2)")
     search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
-    search.add_argument("--epochs", type=int, default=6, help="supernet training epochs when training (default: 6)")
+    search.add_argument("--epochs", type=int, help="supernet training epochs when training (default: 6)")
+    search.add_argument("--backend", help="optuna (default: trials in this process) or ray (Ray Tune workers)")
+    search.add_argument("--workers", type=int, help="concurrent trials with --backend ray (default: 1)")
+    search.add_argument("--address", help="with --backend ray: join this Ray cluster (auto or HOST:PORT) instead "
+                        "of starting one on this machine")
+    search.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db (default: a "
+                        "journal file in the run folder)")
     search.add_argument("--run-dir", help="output folder; run again with the same one to resume "
-                        "(default: runs/search-SPACE-BUDGET-DEVICE)")
+                        "(default: runs/search-SPACE-BUDGET-DEVICE-RUNTIME)")
+    search.add_argument("--resume", metavar="RUN", help="continue the search in RUN with its saved settings")
+    search.add_argument("--config", help="take the settings from a run's config.yaml (options given here win)")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
-    _data_options(search)
+    search.add_argument("--data", help="an .npz file or an image folder (default: the embedded Fashion-MNIST subset)")
+    search.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
+    search.add_argument("--seed", type=int, help="seed for data order, sampling and initialisation (default: 0)")
+
+    dashboard = _command(sub, "dashboard", cmd_dashboard, "serve optuna-dashboard for a search (on 127.0.0.1)",
+                         "nas dashboard runs/quickstart --port 8080")
+    dashboard.add_argument("run", help="a search's run folder")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
 
     retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone, then "
                        "report test accuracy and measured latency", "nas retrain runs/quickstart/best.yaml")

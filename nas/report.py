@@ -69,3 +69,78 @@ def plot_predictor(features: list, records: list, predictor, path: Path) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_history(rows: list[dict], path: Path, title: str) -> None:
+    """Validation accuracy of every trial in order, and the best feasible accuracy so far."""
+    ordered = sorted(rows, key=lambda r: r["trial"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.scatter([r["trial"] for r in ordered], [r["val_acc"] for r in ordered], s=10,
+               c=["#4c72b0" if r["feasible"] else "#bbbbbb" for r in ordered], label="trial (grey: over budget)")
+    best, line = None, []
+    for r in ordered:
+        if r["feasible"] and (best is None or r["val_acc"] > best):
+            best = r["val_acc"]
+        line.append(best)
+    ax.step([r["trial"] for r in ordered], line, where="post", c="#dd8452", label="best feasible so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy (supernet)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(key, "")) for _, key in columns) + " |")
+    return lines
+
+
+def family_bests(rows: list[dict], stage_families: list[list[str]]) -> dict[str, dict | None]:
+    """Per block family, the most accurate feasible trial that uses it in every stage offering it."""
+    bests: dict[str, dict | None] = {}
+    for family in dict.fromkeys(f for offered in stage_families for f in offered):
+        members = [r for r in rows if r["feasible"] and all(
+            used == family for used, offered in zip(r["families"].split("-"), stage_families) if family in offered)]
+        bests[family] = max(members, key=lambda r: (r["val_acc"], -r["latency_ms"])) if members else None
+    return bests
+
+
+def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], front: list[dict],
+                 stage_families: list[list[str]], seconds: float) -> Path:
+    """report.md: the front, the winner, each family's best, the search history and timings."""
+    plot_history(rows, run_dir / "history.png", title)
+    columns = [("trial", "trial"), ("arch id", "arch_id"), ("val acc", "val_acc"), ("latency ms", "latency_ms"),
+               ("p90 ms", "latency_p90_ms"), ("params", "params"), ("families", "families"), ("depths", "depths"),
+               ("widths", "widths")]
+    winner = next(r for r in rows if r["arch_id"] == summary["arch_id"])
+    lines = [f"# Search report: {title}", "", "![Pareto front](pareto.png)", "", "## Winner", "",
+             f"`{summary['arch_id']}` (trial {summary['provenance']['trial']}): supernet validation accuracy "
+             f"{summary['val_accuracy_supernet']:.3f}, re-measured latency {summary['latency_ms']:.3f} ms median / "
+             f"{summary['latency_p90_ms']:.3f} ms p90 against the {summary['budget_ms']:g} ms budget on "
+             f"{summary['device']['name']} ({summary['device']['runtime']}, {summary['device']['threads']} "
+             f"thread(s)); {summary['params']:,} parameters, {summary['macs'] / 1e6:.2f} M MACs; stages "
+             f"{winner['families']}. Retrain it with `nas retrain {run_dir / 'best.yaml'}`.", "",
+             "## Pareto front (feasible, re-measured)", ""]
+    lines += _table(front, columns[:5] + [("re-measured ms", "remeasured_ms"), ("re-measured p90", "remeasured_p90_ms")]
+                    + columns[5:] + [("MACs", "macs")])
+    lines += ["", "## Best feasible member of each block family", "",
+              "The most accurate trial within the budget that uses one family wherever the space offers it, "
+              "to show what mixing families bought.", ""]
+    bests = family_bests(rows, stage_families)
+    lines += _table([{"family": f, **(r or {"arch_id": "none sampled"})} for f, r in bests.items()],
+                    [("family", "family")] + columns)
+    measured = sum(r["latency_source"] == "measured" for r in rows)
+    lines += ["", "## Search history", "", "![history](history.png)", "", "## Timings", "",
+              f"- {len(rows)} completed trials ({sum(r['feasible'] for r in rows)} within the budget); this "
+              f"session ran for {seconds:.0f} s ({60 * len(rows) / max(seconds, 1e-9):.1f} trials/min over all "
+              "trials if none were resumed)",
+              f"- latency measured for {measured} trials, predicted for {len(rows) - measured}",
+              f"- mean time per trial: {sum(r['seconds'] or 0 for r in rows) / max(len(rows), 1):.2f} s", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -81,14 +81,19 @@ class SearchSpace:
         return Arch(resolution, self.in_channels, self.num_classes, stem_width, self.stem_stride, tuple(stages),
                     head_width, name)
 
-    def _extreme(self, pick: Any, name: str) -> Arch:
-        """The member that takes `pick` (min or max) of every size; weight-free knobs take their first choice."""
+    def _extreme(self, pick: Any, name: str, family: str | None = None) -> Arch:
+        """The member that takes `pick` (min or max) of every size; weight-free knobs take their first choice.
+
+        With `family`, every stage that offers that family uses it.
+        """
         stages = []
         for stage in self.stages:
             options = []
             for family_name, knobs in stage.families.items():
-                family = FAMILIES[family_name]
-                values = {k: pick(v) if family.knobs[k].sizes_weights else v[0] for k, v in knobs.items()}
+                if family in stage.families and family_name != family:
+                    continue
+                spec = FAMILIES[family_name]
+                values = {k: pick(v) if spec.knobs[k].sizes_weights else v[0] for k, v in knobs.items()}
                 options.append(StageArch(family_name, pick(stage.depth), pick(stage.width), stage.stride,
                                          tuple(sorted(values.items()))))
             stages.append(pick(options, key=_stage_params))
@@ -101,6 +106,14 @@ class SearchSpace:
     def largest(self) -> Arch:
         """Every size at its maximum; per stage the family with the most parameters."""
         return self._extreme(max, "largest")
+
+    def families(self) -> list[str]:
+        """Every block family the space offers, in order of first appearance."""
+        return list(dict.fromkeys(f for stage in self.stages for f in stage.families))
+
+    def single_family(self, family: str) -> Arch:
+        """The smallest member that uses `family` in every stage offering it."""
+        return self._extreme(min, f"smallest {family}", family)
 
     def sample(self, rng: random.Random) -> Arch:
         stages = []

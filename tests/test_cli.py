@@ -48,10 +48,45 @@ def test_search_then_retrain_end_to_end(tmp_path):
     assert len(list(csv.DictReader(open(run_dir / "trials.csv")))) == 8
     assert (run_dir / "supernet" / "supernet.pt").stat().st_mtime_ns == supernet_before
 
+    # the study can be browsed with optuna-dashboard, bound to loopback
+    _check_dashboard(run_dir)
+
+    # the saved settings repeat the search elsewhere, and --resume continues it
+    resumed = run_nas("search", "--resume", run_dir, "--trials", 9)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "8/9 trials done" in resumed.stderr
+    report = (run_dir / "report.md").read_text()
+    assert "## Best feasible member of each block family" in report and best["arch_id"] in report
+
     # the same folder with another budget is refused, not overwritten
     other = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "2s", "--trials", 8, "--epochs", 1,
                     "--limit-train", 512, "--run-dir", run_dir)
     assert_one_line_error(other, "holds a different search", "budget_ms")
+
+
+def _check_dashboard(run_dir):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", str(run_dir), "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.time() + 60, None
+        while body is None and time.time() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None and '"search"' in body
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_infeasible_budget_names_the_smallest_latency_and_writes_nothing(tmp_path):

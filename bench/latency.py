@@ -1,0 +1,94 @@
+"""Latency figures on this machine: predictor accuracy, measurement spread and cost, ONNX Runtime vs torch.
+
+    .venv/bin/python bench/latency.py                         # cpu_small space, torch and onnxruntime
+    .venv/bin/python bench/latency.py --samples 160 --train 50 --runtimes torch
+
+For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, default protocol),
+fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
+10 %, Spearman); the run-to-run spread of 10 repeated measurements of one sub-network; the wall time per
+measurement. Then the ONNX Runtime / torch eager latency ratio of the space's extremes and of timm baselines,
+measured side by side in this one run. Uses a private latency cache so earlier runs do not leak in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default=str(ROOT / "search_spaces" / "cpu_small.yaml"))
+    parser.add_argument("--samples", type=int, default=150)
+    parser.add_argument("--train", type=int, default=50, help="sub-networks the predictor is fitted on")
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--baselines", nargs="*", default=["mobilevit_xxs", "ghostnet_050"])
+    args = parser.parse_args()
+    os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
+
+    import numpy as np
+    import torch
+
+    from nas.latency import LatencyCache, measure_arch, measure_latency
+    from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, sample_archs
+    from nas.space import load_space
+    from supernet.network import build
+
+    cpu = torch.device("cpu")
+    space = load_space(args.space)
+    archs = sample_archs(space, args.samples, seed=1)
+    features = [arch_features(a) for a in archs]
+    print(f"space {space.name}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
+    for runtime in args.runtimes:
+        cache = LatencyCache()
+        began = time.perf_counter()
+        records = [measure_arch(a, cpu, runtime, args.threads, cache=cache) for a in archs]
+        per_measure = (time.perf_counter() - began) / len(archs)
+        holdout = 1 - args.train / len(archs)
+        predictor = fit_predictor(features, records, holdout=holdout, seed=0)
+        m = predictor.metrics
+        spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True).median_ms for _ in range(10)]
+        medians = np.array([r.median_ms for r in records])
+        print(f"\n[{runtime}] {records[0].device_name}, {records[0].runtime} {records[0].runtime_version}")
+        print(f"  latency of the sampled sub-networks: {medians.min():.3f} to {medians.max():.3f} ms "
+              f"(median {np.median(medians):.3f})")
+        print(f"  predictor, fitted on {args.train}, held out {m['n']}: RMSE {m['rmse_ms']:.4f} ms, "
+              f"MAPE {100 * m['mape']:.1f} %, within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: "
+              f"{100 * m['within_10pct']:.0f} %, Spearman {m['spearman']:.3f}")
+        cv = statistics.pstdev(spread) / statistics.mean(spread)
+        print(f"  10 repeated measurements of {archs[2].arch_id}: median {statistics.median(spread):.3f} ms, "
+              f"min {min(spread):.3f}, max {max(spread):.3f}, CV {cv:.3f}")
+        print(f"  time per measurement: {per_measure:.2f} s (export included for onnxruntime)")
+        refit = accuracy_report(predictor.predict_features(features), medians)
+        print(f"  (in-sample over all {refit['n']}: within 10 %: {100 * refit['within_10pct']:.0f} %, "
+              f"Spearman {refit['spearman']:.3f})")
+
+    if {"torch", "onnxruntime"} <= set(args.runtimes):
+        print("\nONNX Runtime / torch eager (median latency, batch 1, measured side by side):")
+        models = [("smallest " + space.name, build(space.smallest()), space.smallest().in_channels,
+                   space.smallest().resolution),
+                  ("largest " + space.name, build(space.largest()), space.largest().in_channels,
+                   space.largest().resolution)]
+        if args.baselines:
+            import timm
+
+            for name in args.baselines:
+                models.append((f"timm {name} @224", timm.create_model(name, pretrained=False, num_classes=10), 3, 224))
+        for name, model, channels, resolution in models:
+            eager = measure_latency(model, channels, resolution, cpu, args.threads, runtime="torch", repeats=5)
+            onnx = measure_latency(model, channels, resolution, cpu, args.threads, runtime="onnxruntime", repeats=5)
+            print(f"  {name:32s} torch {eager.median_ms:8.3f} ms   onnxruntime {onnx.median_ms:8.3f} ms   "
+                  f"ratio {onnx.median_ms / eager.median_ms:.3f}")
+
+
+if __name__ == "__main__":
+    main()
