@@ -43,8 +43,9 @@ def start_ray(address: str | None, log: Callable[[str], None], **init_options: A
         if address:
             context = ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:
-            context = ray.init(**{"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "log_to_driver": False,
-                                  "configure_logging": False, **init_options})
+            options = {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1",
+                       "log_to_driver": False, "configure_logging": False, **init_options}
+            context = ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NasError(f"--address {address or 'local'}: cannot start or reach Ray ({first[:150]}); "
