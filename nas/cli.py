@@ -11,7 +11,7 @@ from typing import Any, Callable
 from nas.errors import NasError
 
 MAIN_EXAMPLES = """examples:
-  nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu --run-dir runs/quickstart
+  nas search --space search_spaces/cpu_small.yaml --latency-budget 3ms --device cpu --run-dir runs/quickstart
   nas retrain runs/quickstart/best.yaml
   nas describe runs/quickstart/best.yaml --json
   nas measure runs/quickstart/best.yaml --device cpu --json
@@ -232,7 +232,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise NasError("--epochs, --batch-size and --lr must be positive")
     recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                          "seed": args.seed}.items() if v is not None})
-    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, log)
+    expected = document.get("latency_ms") if searched and args.runtime == recorded.get("runtime") else None
+    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, expected, log)
     verdict = ""
     if budget is not None:
         verdict = (f" - within the {budget:g} ms budget" if metrics["within_budget"]
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = _command(sub, "search", cmd_search, "search a space for the most accurate sub-network under a latency "
                       "budget measured on the device",
-                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 1.5ms --device cpu\n"
+                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 3ms --device cpu\n"
                       "  nas search --space search_spaces/cpu_small.yaml --latency-budget 2ms --backend ray "
                       "--workers 2\n"
                       "  nas search --resume runs/quickstart")

@@ -27,6 +27,7 @@ from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json
 from supernet.network import build
+from supernet.training import optimizer_and_schedule
 
 CHECKPOINT_KIND = "nas-model"
 
@@ -51,22 +52,20 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
-            runtime: str = "torch", budget_ms: float | None = None,
+            runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json."""
-    import timm.optim
-    import timm.scheduler
+    """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json.
 
+    `expected_ms` is the search's measurement of the arch (best.yaml), used to recognise a disturbed re-measurement.
+    """
     checkpoint = run_dir / "checkpoint.pt"
     torch.manual_seed(recipe.seed)
     model = build(arch).to(device)
-    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
     x, y = data.tensors("train", arch.resolution, arch.in_channels)
     x_val, y_val = data.tensors("val", arch.resolution, arch.in_channels)
     steps = math.ceil(len(x) / recipe.batch_size)
-    scheduler = timm.scheduler.CosineLRScheduler(
-        optimizer, t_initial=recipe.epochs * steps, lr_min=recipe.lr * 0.01, warmup_t=recipe.warmup_epochs * steps,
-        warmup_lr_init=recipe.lr * 0.01, t_in_epochs=False)
+    optimizer, scheduler = optimizer_and_schedule(model, recipe.lr, recipe.weight_decay, recipe.epochs,
+                                                  recipe.warmup_epochs, steps)
     start_epoch, history = 0, []
     if checkpoint.exists():
         payload = load_checkpoint(checkpoint, CHECKPOINT_KIND)
@@ -106,7 +105,8 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
 
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))
-    latency = measure_arch(arch, device, runtime, threads, cache=LatencyCache(), model=model, refresh=True, **CAREFUL)
+    latency = measure_arch(arch, device, runtime, threads, cache=LatencyCache(), model=model, refresh=True,
+                           expected_ms=expected_ms, **CAREFUL)
     metrics = {
         "arch_id": arch.arch_id, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
         "val_top1": round(history[-1]["val_acc"], 4), "latency_ms": round(latency.median_ms, 4),

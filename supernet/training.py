@@ -43,6 +43,19 @@ class TrainConfig:
     seed: int = 0
 
 
+def optimizer_and_schedule(model: torch.nn.Module, lr: float, weight_decay: float, epochs: int, warmup_epochs: int,
+                           steps_per_epoch: int) -> tuple[torch.optim.Optimizer, object]:
+    """timm AdamW (no weight decay on norms and biases) and a per-step cosine schedule with linear warm-up."""
+    import timm.optim
+    import timm.scheduler
+
+    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay)
+    scheduler = timm.scheduler.CosineLRScheduler(
+        optimizer, t_initial=epochs * steps_per_epoch, lr_min=lr * 0.01, warmup_t=warmup_epochs * steps_per_epoch,
+        warmup_lr_init=lr * 0.01, t_in_epochs=False)
+    return optimizer, scheduler
+
+
 def _at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
     if x.shape[-1] == resolution:
         return x
@@ -52,18 +65,13 @@ def _at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
 def train_supernet(space: "SearchSpace", data: Splits, out_dir: Path, config: TrainConfig,
                    device: torch.device, log: Callable[[str], None] = print) -> Path:
     """Train (or resume training) a supernet for `space` in `out_dir`; returns the checkpoint path."""
-    import timm.optim
-    import timm.scheduler
-
     checkpoint = out_dir / "supernet.pt"
     torch.manual_seed(config.seed)
     model = HybridSupernet(space).to(device)
-    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=config.lr, weight_decay=config.weight_decay)
     x, y = data.tensors("train", max(space.resolution), space.in_channels)
     steps = math.ceil(len(x) / config.batch_size)
-    scheduler = timm.scheduler.CosineLRScheduler(
-        optimizer, t_initial=config.epochs * steps, lr_min=config.lr * 0.01, warmup_t=config.warmup_epochs * steps,
-        warmup_lr_init=config.lr * 0.01, t_in_epochs=False)
+    optimizer, scheduler = optimizer_and_schedule(model, config.lr, config.weight_decay, config.epochs,
+                                                  config.warmup_epochs, steps)
     start_epoch, history = 0, []
     if checkpoint.exists():
         payload = load_supernet_checkpoint(checkpoint, space)

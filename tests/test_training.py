@@ -82,3 +82,37 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
         assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+def test_a_killed_search_resumes_without_losing_completed_trials(tmp_path, tiny_supernet):
+    import optuna
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "nas", "search", "--space", str(TINY_SPACE), "--latency-budget", "1s",
+               "--supernet", str(tiny_supernet), "--trials", "8", "--limit-train", "512", "--run-dir", str(run_dir)]
+
+    def completed():
+        journal = run_dir / "study.journal"
+        if not journal.exists():
+            return []
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        try:
+            study = optuna.load_study(study_name="search", storage=storage)
+        except KeyError:
+            return []
+        return [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(completed()) < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = completed()
+    assert 3 <= len(before) < 8 and not (run_dir / "best.yaml").exists()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(before)}/8 trials done" in result.stderr
+    after = completed()
+    assert len(after) == 8 and set(before) <= set(after)
+    assert (run_dir / "best.yaml").exists()
