@@ -1,8 +1,8 @@
 """The measurement protocol: one model, one device, one runtime, timed the same way every time.
 
-Warm-up, then blocks of timed runs a little apart; the block with the lowest median is reported (a shared
-machine slows down in bursts that lift every run of a block alike), with its p90, a trimmed mean and its
-spread. A block whose spread is too wide is a disturbed measurement: more blocks are taken. CPU: denormals
+Warm-up, then blocks of timed runs a little apart; the steadiest block (lowest p90, then lowest median)
+is reported (a shared machine slows down in bursts that lift every run of a block alike, or spike within
+one), with its median, p90, trimmed mean and spread. While every block is too spread out, more are taken. CPU: denormals
 flushed (freshly initialised weights otherwise dominate the timing) and the thread count fixed and recorded.
 CUDA: CUDA events around each run. Every measurement holds the device's exclusive lock, so measurements never
 overlap each other or training (which holds the shared lock) on the same device, across processes too.
@@ -136,14 +136,14 @@ def measure_latency(model: nn.Module, in_channels: int, resolution: int, device:
             run, version = _runner(model, x, runtime, device, threads, Path(workdir))
             synchronise = device.type == "cuda" and runtime != "onnxruntime"
             blocks: list[list[float]] = []
-            while len(blocks) < repeats or (_spread(min(blocks, key=statistics.median)) > max_spread
+            while len(blocks) < repeats or (min(_spread(b) for b in blocks) > max_spread
                                             and len(blocks) < repeats + extra_repeats):
                 if blocks:
                     time.sleep(pause_s)
                 blocks.append(_time_block(run, warmup, runs, synchronise, device))
         finally:
             torch.set_num_threads(saved_threads)
-    best = sorted(min(blocks, key=statistics.median))
+    best = sorted(min(blocks, key=lambda b: (_percentile(sorted(b), 0.9), statistics.median(b))))
     median = statistics.median(best)
     cut = len(best) // 10
     info = fingerprint(device, runtime, threads)

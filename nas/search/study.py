@@ -8,6 +8,7 @@ optionally parameter and MAC limits). The study lives in an Optuna journal file 
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -81,7 +82,9 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=max(4, min(16, trials // 3)), seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is marked experimental
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
