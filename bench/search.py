@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -36,17 +35,15 @@ def hypervolume(rows: list[dict], budget_ms: float) -> float:
 
 
 def search(args: list[str], cache: Path) -> dict:
+    """Run `nas search` in this process with its own latency cache; returns its best.yaml."""
+    import yaml
+
     from nas.cli import main
 
     os.environ["NAS_CACHE_DIR"] = str(cache)
-    out = Path(tempfile.mkstemp(suffix=".json")[1])
-    saved = sys.stdout
-    with open(out, "w") as sys.stdout:
-        code = main(args + ["--json"])
-    sys.stdout = saved
-    if code:
+    if main(args):
         raise SystemExit(f"search failed: {args}")
-    return json.loads(out.read_text())
+    return yaml.safe_load((Path(args[args.index("--run-dir") + 1]) / "best.yaml").read_text())
 
 
 def main() -> None:
@@ -57,6 +54,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--skip-samplers", action="store_true")
+    parser.add_argument("--ray-workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
     from nas.cli import main as nas_main
@@ -71,15 +70,16 @@ def main() -> None:
     common = ["search", "--space", args.space, "--latency-budget", args.budget, "--supernet",
               str(supernet_dir / "supernet.pt"), "--trials", str(args.trials)]
     results: dict[str, list[tuple[float, float]]] = {}
-    for sampler in ("nsga2", "tpe", "random"):
+    for sampler in () if args.skip_samplers else ("nsga2", "tpe", "random"):
         for seed in range(args.seeds):
             run_dir = work / f"{sampler}-{seed}"
             summary = search(common + ["--sampler", sampler, "--seed", str(seed), "--run-dir", str(run_dir)], cache)
             rows = list(csv.DictReader(open(run_dir / "trials.csv")))
             best = max((float(r["val_acc"]) for r in rows if r["feasible"] == "True"), default=0.0)
             results.setdefault(sampler, []).append((hypervolume(rows, summary["budget_ms"]), best))
-    print(f"\nsamplers on {Path(args.space).name}, budget {args.budget}, {args.trials} trials, {args.seeds} seeds "
-          "(mean ± sd over seeds; hypervolume in accuracy x ms)")
+    if results:
+        print(f"\nsamplers on {Path(args.space).name}, budget {args.budget}, {args.trials} trials, {args.seeds} "
+              "seeds (mean ± sd over seeds; hypervolume in accuracy x ms)")
     for sampler, values in results.items():
         volumes, bests = [v for v, _ in values], [b for _, b in values]
         print(f"  {sampler:7s} hypervolume {statistics.mean(volumes):.4f} ± {statistics.pstdev(volumes):.4f}   "
@@ -87,7 +87,7 @@ def main() -> None:
 
     if not args.skip_ray:
         print("\nRay backend throughput (same search, empty latency cache each):")
-        for workers in (1, 2):
+        for workers in args.ray_workers:
             run_dir = work / f"ray-{workers}"
             summary = search(common + ["--backend", "ray", "--workers", str(workers), "--run-dir", str(run_dir)],
                              work / f"cache-ray-{workers}")

@@ -232,8 +232,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise NasError("--epochs, --batch-size and --lr must be positive")
     recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                          "seed": args.seed}.items() if v is not None})
-    expected = document.get("latency_ms") if searched and args.runtime == recorded.get("runtime") else None
-    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, expected, log)
+    same_setup = searched and args.runtime == recorded.get("runtime") and args.threads == recorded.get("threads")
+    expected = (document.get("latency_ms"), document.get("latency_p90_ms")) if same_setup else (None, None)
+    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, *expected, log=log)
     verdict = ""
     if budget is not None:
         verdict = (f" - within the {budget:g} ms budget" if metrics["within_budget"]

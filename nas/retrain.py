@@ -53,10 +53,11 @@ def load_model(path: str | Path) -> nn.Module:
 
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
             runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            expected_p90_ms: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json.
 
-    `expected_ms` is the search's measurement of the arch (best.yaml), used to recognise a disturbed re-measurement.
+    `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml), used to
+    recognise a disturbed re-measurement.
     """
     checkpoint = run_dir / "checkpoint.pt"
     torch.manual_seed(recipe.seed)
@@ -106,7 +107,7 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))
     latency = measure_arch(arch, device, runtime, threads, cache=LatencyCache(), model=model, refresh=True,
-                           expected_ms=expected_ms, **CAREFUL)
+                           expected_ms=expected_ms, expected_p90_ms=expected_p90_ms, **CAREFUL)
     metrics = {
         "arch_id": arch.arch_id, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
         "val_top1": round(history[-1]["val_acc"], 4), "latency_ms": round(latency.median_ms, 4),

@@ -10,8 +10,10 @@ retried. On this machine every Ray service, the dashboard included, listens on 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -159,7 +161,8 @@ def run_ray(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator
                 run_config=tune.RunConfig(name="ray", storage_path=str((run_dir / "ray").resolve()), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=3),
                                           callbacks=[Progress()]))
-            tuner.fit()
+            with contextlib.redirect_stdout(sys.stderr):  # Tune prints tables; stdout is for --json
+                tuner.fit()
     finally:
         if started:
             ray.shutdown()
