@@ -7,6 +7,7 @@ the test split is used only to report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -175,6 +176,17 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
         if augment:
             xb = _shift_and_flip(xb, generator)
         yield xb, y[index]
+
+
+def training_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int,
+                   desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented mini-batches (a tqdm bar), ordered by (seed, epoch) so a resumed run
+    repeats it."""
+    from tqdm import tqdm
+
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return tqdm(batches(x, y, batch_size, generator, augment=True), total=math.ceil(len(x) / batch_size),
+                leave=False, desc=desc, disable=None)
 
 
 def _shift_and_flip(x: torch.Tensor, generator: torch.Generator | None, pad: int = 2) -> torch.Tensor:

@@ -10,6 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _finish(fig: plt.Figure, ax: plt.Axes, path: Path, title: str) -> None:
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_pareto(rows: list[dict], front: list[dict], budget_ms: float, path: Path, title: str) -> None:
     """Every trial (feasible or not), the feasible front, and the budget line."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -25,12 +34,7 @@ def plot_pareto(rows: list[dict], front: list[dict], budget_ms: float, path: Pat
     ax.axvline(budget_ms, ls="--", c="#c44e52", label=f"budget {budget_ms:g} ms")
     ax.set_xlabel("measured latency, median (ms)")
     ax.set_ylabel("validation accuracy (supernet weights)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def plot_training(history: list[dict], path: Path, title: str) -> None:
@@ -85,12 +89,7 @@ def plot_history(rows: list[dict], path: Path, title: str) -> None:
     ax.step([r["trial"] for r in ordered], line, where="post", c="#dd8452", label="best feasible so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (supernet)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(fig, ax, path, title)
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:

@@ -16,11 +16,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from nas.arch import Arch
 from nas.complexity import count_macs, count_params
-from nas.data import Splits, batches
+from nas.data import Splits, training_epoch
 from nas.errors import NasError
 from nas.evaluate import accuracy
 from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
@@ -82,9 +81,8 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
         for epoch in range(start_epoch, recipe.epochs):
             model.train()
             began, total = time.perf_counter(), 0.0
-            generator = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
-            bar = tqdm(batches(x, y, recipe.batch_size, generator, augment=True), total=steps, leave=False,
-                       desc=f"retrain epoch {epoch + 1}/{recipe.epochs}", disable=None)
+            bar = training_epoch(x, y, recipe.batch_size, recipe.seed, epoch,
+                                 f"retrain epoch {epoch + 1}/{recipe.epochs}")
             for step, (xb, yb) in enumerate(bar):
                 scheduler.step_update(epoch * steps + step)
                 loss = F.cross_entropy(model(xb.to(device)), yb.to(device), label_smoothing=recipe.label_smoothing)

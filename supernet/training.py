@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from nas.data import Splits, batches
+from nas.data import Splits, training_epoch
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy
 from nas.latency import device_lock
@@ -86,9 +85,8 @@ def train_supernet(space: "SearchSpace", data: Splits, out_dir: Path, config: Tr
         for epoch in range(start_epoch, config.epochs):
             model.train()
             began, total_loss = time.perf_counter(), 0.0
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            bar = tqdm(batches(x, y, config.batch_size, generator, augment=True), total=steps, leave=False,
-                       desc=f"supernet epoch {epoch + 1}/{config.epochs}", disable=None)
+            bar = training_epoch(x, y, config.batch_size, config.seed, epoch,
+                                 f"supernet epoch {epoch + 1}/{config.epochs}")
             for step, (xb, yb) in enumerate(bar):
                 global_step = epoch * steps + step
                 scheduler.step_update(global_step)
