@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from nas.errors import NasError
-from supernet.blocks import FAMILIES
+from supernet.blocks import FAMILIES, HEADS, REQUIRED, STEMS
 
 
 def canonical_number(value: Any) -> Any:
@@ -25,13 +26,32 @@ def canonical_number(value: Any) -> Any:
     return value
 
 
+def canonical_value(value: Any) -> Any:
+    """A knob value in its canonical, hashable form: numbers normalised, lists as tuples."""
+    if isinstance(value, (list, tuple)):
+        return tuple(canonical_value(item) for item in value)
+    return canonical_number(value)
+
+
+def plain_value(value: Any) -> Any:
+    """The YAML form of a canonical knob value (tuples back to lists)."""
+    return [plain_value(item) for item in value] if isinstance(value, tuple) else value
+
+
+KnobItems = tuple[tuple[str, Any], ...]
+
+
+def plain_knobs(items: KnobItems) -> dict[str, Any]:
+    return {name: plain_value(value) for name, value in items}
+
+
 @dataclass(frozen=True)
 class StageArch:
     family: str
     depth: int
     width: int
     stride: int
-    knob_items: tuple[tuple[str, Any], ...]
+    knob_items: KnobItems
 
     @property
     def knobs(self) -> dict[str, Any]:
@@ -39,11 +59,13 @@ class StageArch:
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "depth": self.depth, "width": self.width, "stride": self.stride,
-                "knobs": self.knobs}
+                "knobs": plain_knobs(self.knob_items)}
 
 
 @dataclass(frozen=True)
 class Arch:
+    """One network. `timm_model` names a timm model instead (a baseline); it then has no stages of ours."""
+
     resolution: int
     in_channels: int
     num_classes: int
@@ -52,43 +74,122 @@ class Arch:
     stages: tuple[StageArch, ...]
     head_width: int
     name: str | None = field(default=None, compare=False)
+    stem_type: str = "conv"
+    stem_knob_items: KnobItems = (("act", "relu"),)
+    head_type: str = "conv"
+    head_knob_items: KnobItems = (("act", "relu"), ("neck", 0))
+    global_tokens: int = 0
+    timm_model: str | None = None
+
+    @property
+    def stem_knobs(self) -> dict[str, Any]:
+        return dict(self.stem_knob_items)
+
+    @property
+    def head_knobs(self) -> dict[str, Any]:
+        return dict(self.head_knob_items)
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, YAML-ready form (the name is kept out: it does not change the network)."""
-        return {"resolution": self.resolution, "in_channels": self.in_channels, "num_classes": self.num_classes,
-                "stem": {"width": self.stem_width, "stride": self.stem_stride},
+        if self.timm_model:
+            return {"timm": self.timm_model, "resolution": self.resolution, "in_channels": self.in_channels,
+                    "num_classes": self.num_classes}
+        data = {"resolution": self.resolution, "in_channels": self.in_channels, "num_classes": self.num_classes,
+                "stem": {"type": self.stem_type, "width": self.stem_width, "stride": self.stem_stride,
+                         **plain_knobs(self.stem_knob_items)},
                 "stages": [stage.to_dict() for stage in self.stages],
-                "head": {"width": self.head_width}}
+                "head": {"type": self.head_type, "width": self.head_width, **plain_knobs(self.head_knob_items)}}
+        if self.global_tokens:
+            data["global_tokens"] = self.global_tokens
+        return data
 
     @property
     def arch_id(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    @property
+    def label(self) -> str:
+        """The name when it has one, else the id."""
+        return self.name or self.arch_id
+
     def with_num_classes(self, num_classes: int) -> "Arch":
-        return Arch(self.resolution, self.in_channels, num_classes, self.stem_width, self.stem_stride,
-                    self.stages, self.head_width, self.name)
+        return replace(self, num_classes=num_classes)
+
+    def with_input(self, resolution: int, in_channels: int) -> "Arch":
+        return replace(self, resolution=resolution, in_channels=in_channels)
+
+    def map_sizes(self) -> list[int]:
+        """The feature-map side after each stage at this resolution (ceil division, as padding does)."""
+        size, sizes = math.ceil(self.resolution / self.stem_stride), []
+        for stage in self.stages:
+            size = math.ceil(size / stage.stride)
+            sizes.append(size)
+        return sizes
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "arch") -> "Arch":
         """Validate a mapping into an Arch; errors name `source`, the key path and what was expected."""
         reader = Reader(source)
+        if isinstance(data, dict) and "timm" in data:
+            return _timm_arch_from_dict(reader, data)
         top = reader.mapping(data, "", {"resolution", "in_channels", "num_classes", "stem", "stages", "head",
-                                        "name"})
-        stem = reader.mapping(top.get("stem"), "stem", {"width", "stride"})
-        head = reader.mapping(top.get("head"), "head", {"width"})
+                                        "name", "global_tokens"})
+        stem_type, stem = reader.component(top.get("stem"), "stem", STEMS, {"width", "stride"})
+        head_type, head = reader.component(top.get("head"), "head", HEADS, {"width"})
         stages_data = top.get("stages")
         if not isinstance(stages_data, list) or not stages_data:
             reader.fail("stages", "a non-empty list of stages", stages_data)
         stages = tuple(_stage_from_dict(reader, item, f"stages[{i}]") for i, item in enumerate(stages_data))
+        head_width = 0
+        if HEADS[head_type].has_width:
+            head_width = reader.positive_int(head.get("width"), "head.width")
         name = top.get("name")
-        return cls(resolution=reader.positive_int(top.get("resolution"), "resolution"),
+        arch = cls(resolution=reader.positive_int(top.get("resolution"), "resolution"),
                    in_channels=reader.positive_int(top.get("in_channels"), "in_channels"),
                    num_classes=reader.positive_int(top.get("num_classes"), "num_classes"),
                    stem_width=reader.positive_int(stem.get("width"), "stem.width"),
                    stem_stride=reader.positive_int(stem.get("stride"), "stem.stride"),
-                   stages=stages, head_width=reader.positive_int(head.get("width"), "head.width"),
-                   name=str(name) if name is not None else None)
+                   stages=stages, head_width=head_width, name=str(name) if name is not None else None,
+                   stem_type=stem_type, stem_knob_items=reader.knobs(stem, "stem", STEMS[stem_type].knobs),
+                   head_type=head_type, head_knob_items=reader.knobs(head, "head", HEADS[head_type].knobs),
+                   global_tokens=reader.count(top.get("global_tokens", 0), "global_tokens"))
+        check_fits(arch, reader)
+        return arch
+
+
+def check_fits(arch: Arch, reader: "Reader") -> None:
+    """Reject knobs that cannot work (at the arch's resolution), naming the part and the knob."""
+    for path, problem in (("stem", STEMS[arch.stem_type].check(arch.stem_stride, arch.stem_knobs)),
+                          ("head", HEADS[arch.head_type].check(arch.stages[-1].width, arch.head_knobs))):
+        if problem:
+            raise NasError(f"{reader.source}: {path} ({getattr(arch, path + '_type')}): {problem}")
+    for i, (stage, size) in enumerate(zip(arch.stages, arch.map_sizes())):
+        problem = FAMILIES[stage.family].check_stage(stage.width, stage.knobs, size)
+        if problem:
+            raise NasError(f"{reader.source}: stages[{i}] ({stage.family}, {size}x{size} map at resolution "
+                           f"{arch.resolution}): {problem}")
+
+
+def _timm_arch_from_dict(reader: "Reader", data: dict) -> Arch:
+    top = reader.mapping(data, "", {"timm", "resolution", "in_channels", "num_classes", "name"})
+    return timm_arch(str(top["timm"]), top.get("resolution"), top.get("in_channels", 3),
+                     top.get("num_classes", 1000), reader)
+
+
+def timm_arch(model: str, resolution: int | None = None, in_channels: int = 3, num_classes: int = 1000,
+              reader: "Reader | None" = None) -> Arch:
+    """A timm model as a baseline Arch; its resolution defaults to the model's own input size."""
+    import timm
+
+    reader = reader or Reader(f"timm:{model}")
+    if model not in timm.list_models():
+        raise NasError(f"timm:{model}: not a timm model name (see `timm.list_models()`), e.g. timm:mobilevit_xs")
+    if resolution is None:
+        resolution = timm.get_pretrained_cfg(model).input_size[-1] if timm.get_pretrained_cfg(model) else 224
+    return Arch(reader.positive_int(resolution, "resolution"), reader.positive_int(in_channels, "in_channels"),
+                reader.positive_int(num_classes, "num_classes"), 0, 1, (), 0, name=f"timm:{model}",
+                timm_model=model)
 
 
 def _stage_from_dict(reader: "Reader", data: Any, path: str) -> StageArch:
@@ -97,21 +198,11 @@ def _stage_from_dict(reader: "Reader", data: Any, path: str) -> StageArch:
     if family_name not in FAMILIES:
         reader.fail(f"{path}.family", f"one of {', '.join(FAMILIES)}", family_name)
     family = FAMILIES[family_name]
-    knobs = reader.mapping(stage.get("knobs"), f"{path}.knobs", set(family.knobs))
-    values = {}
-    for knob_name, knob in family.knobs.items():
-        if knob_name not in knobs:
-            reader.fail(f"{path}.knobs.{knob_name}", knob.expects, None)
-        value = canonical_number(knobs[knob_name])
-        if not knob.check(value):
-            reader.fail(f"{path}.knobs.{knob_name}", knob.expects, value)
-        values[knob_name] = value
-    width = reader.positive_int(stage.get("width"), f"{path}.width")
-    problem = family.check_stage(width, values)
-    if problem:
-        raise NasError(f"{reader.source}: {path}: {problem}")
-    return StageArch(family_name, reader.positive_int(stage.get("depth"), f"{path}.depth"), width,
-                     reader.positive_int(stage.get("stride"), f"{path}.stride"), tuple(sorted(values.items())))
+    depth = reader.positive_int(stage.get("depth"), f"{path}.depth")
+    knobs = reader.mapping(stage.get("knobs", {}), f"{path}.knobs", set(family.knobs))
+    values = reader.knobs(knobs, f"{path}.knobs", family.knobs, depth)
+    return StageArch(family_name, depth, reader.positive_int(stage.get("width"), f"{path}.width"),
+                     reader.positive_int(stage.get("stride"), f"{path}.stride"), values)
 
 
 class Reader:
@@ -134,6 +225,42 @@ class Reader:
             raise NasError(f"{self.source}: {key}: unknown key (expected one of: {', '.join(sorted(allowed))})")
         return data
 
+    def component(self, data: Any, path: str, registry: Mapping[str, Any], sizes: set[str]
+                  ) -> tuple[str, Mapping[str, Any]]:
+        """A stem or head mapping: its `type` (default conv) and the rest, checked against that type's knobs."""
+        if not isinstance(data, dict):
+            self.fail(path, "a mapping", data)
+        kind = data.get("type", "conv")
+        if kind not in registry:
+            self.fail(f"{path}.type", f"one of {', '.join(registry)}", kind)
+        self.mapping(data, path, {"type"} | sizes | set(registry[kind].knobs))
+        return kind, data
+
+    def knobs(self, data: Mapping[str, Any], path: str, table: Mapping[str, Any], depth: int = 1) -> KnobItems:
+        """Every knob of `table` from `data` (defaults filled in), checked, in canonical form."""
+        values = {}
+        for name, knob in table.items():
+            if name not in data:
+                if knob.default is REQUIRED:
+                    self.fail(f"{path}.{name}", knob.expects, None)
+                values[name] = canonical_value(knob.default)
+                continue
+            value = canonical_value(data[name])
+            items = value if knob.per_block and isinstance(value, tuple) else (value,)
+            if knob.per_block and isinstance(value, tuple) and len(value) != depth:
+                self.fail(f"{path}.{name}", f"one value, or a list of {depth} (one per block)", plain_value(value))
+            for item in items:
+                if not knob.check(plain_value(item)):
+                    self.fail(f"{path}.{name}", knob.expects, plain_value(item))
+            values[name] = value
+        return tuple(sorted(values.items()))
+
+    def count(self, value: Any, path: str) -> int:
+        value = canonical_number(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            self.fail(path, "an integer >= 0", value)
+        return value
+
     def positive_int(self, value: Any, path: str) -> int:
         value = canonical_number(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -155,7 +282,9 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_arch(path: str | Path) -> Arch:
-    """Load an Arch from an arch YAML, or from a `best.yaml` (whose `arch` key holds it)."""
+    """Load an Arch from an arch YAML, a `best.yaml` (whose `arch` key holds it) or `timm:MODEL` (a baseline)."""
+    if str(path).startswith("timm:"):
+        return timm_arch(str(path)[len("timm:"):])
     data = read_yaml(path)
     if isinstance(data, dict) and "arch" in data:
         data = data["arch"]

@@ -1,9 +1,15 @@
 """The weight-sharing supernet and the static sub-networks it yields.
 
+A network is a stem, one stage per arch stage and a head, each chosen from the registries in
+`supernet.blocks`. With `global_tokens` > 0 the network also carries LightViT's global tokens: a learned
+[1, NT, stem width] parameter prepended after the stem, projected (LayerNorm + linear, LightViT's merge) whenever
+the width changes between stages, seen by the token-using families and by the head.
+
 `HybridSupernet(space)` holds, per stage, one elastic stage module per block family, each at the largest size
 the space allows. `set_active(arch)` configures the active path; `extract(arch)` returns a `HybridNet`: the
 same modules built at the arch's sizes (plain torch layers, no slicing) with weights copied from the supernet.
-`build(arch)` makes a freshly initialised `HybridNet` for training from scratch.
+`build(arch)` makes a freshly initialised `HybridNet` for training from scratch (or a timm model for a
+`timm:` baseline).
 """
 
 from __future__ import annotations
@@ -11,68 +17,61 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import FAMILIES
-from supernet.ops import Ops, copy_sliced_state, set_out
+from supernet.blocks import FAMILIES, HEADS, STEMS
+from supernet.blocks.lightvit import GlobalTokenProjection
+from supernet.ops import Ops, copy_sliced_state
 
 if TYPE_CHECKING:
     from nas.arch import Arch
     from nas.space import SearchSpace
 
 
-class Stem(nn.Module):
-    def __init__(self, c_in: int, width: int, stride: int, elastic: bool = False) -> None:
-        super().__init__()
-        ops = Ops(elastic)
-        self.conv = ops.conv(c_in, width, 3, stride)
-        self.bn = ops.bn(width)
-
-    def set_active(self, width: int) -> None:
-        set_out(self.conv, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
-
-
-class Head(nn.Module):
-    """1x1 conv to the head width, global average pool, linear classifier."""
-
-    def __init__(self, c_in: int, width: int, num_classes: int, elastic: bool = False) -> None:
-        super().__init__()
-        ops = Ops(elastic)
-        self.conv = ops.conv(c_in, width)
-        self.bn = ops.bn(width)
-        self.classifier = ops.linear(width, num_classes)
-
-    def set_active(self, width: int) -> None:
-        set_out(self.conv, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))
-        return self.classifier(x.mean((2, 3)))
-
-
 class HybridNet(nn.Module):
-    """A static sub-network: stem, one stage per arch stage, head."""
+    """A static sub-network: stem, [global tokens], one stage per arch stage, head."""
 
-    def __init__(self, stem: Stem, stages: list[nn.Module], head: Head) -> None:
+    def __init__(self, arch: "Arch") -> None:
         super().__init__()
-        self.stem, self.stages, self.head = stem, nn.Sequential(*stages), head
+        ops = Ops(False)
+        self.stem = STEMS[arch.stem_type].module(arch.in_channels, arch.stem_width, arch.stem_stride,
+                                                 arch.stem_knobs, ops)
+        self.global_tokens = None
+        if arch.global_tokens:
+            self.global_tokens = nn.Parameter(torch.zeros(1, arch.global_tokens, arch.stem_width))
+            nn.init.trunc_normal_(self.global_tokens, std=0.02)
+        self.stages, self.token_projections = nn.ModuleList(), nn.ModuleList()
+        self.uses_tokens = [FAMILIES[s.family].uses_tokens for s in arch.stages]
+        c_in = arch.stem_width
+        for stage in arch.stages:
+            self.stages.append(FAMILIES[stage.family].stage(c_in, stage.width, stage.depth, stage.stride,
+                                                            stage.knobs))
+            projects = arch.global_tokens and c_in != stage.width
+            self.token_projections.append(GlobalTokenProjection(c_in, stage.width, ops) if projects
+                                          else nn.Identity())
+            c_in = stage.width
+        self.head = HEADS[arch.head_type].module(c_in, arch.head_width, arch.num_classes, arch.head_knobs, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+        x = self.stem(x)
+        tokens = None if self.global_tokens is None else self.global_tokens.expand(x.shape[0], -1, -1)
+        for uses_tokens, stage, projection in zip(self.uses_tokens, self.stages, self.token_projections):
+            tokens = None if tokens is None else projection(tokens)
+            if uses_tokens:
+                x, tokens = stage(x, tokens)
+            else:
+                x = stage(x)
+        return self.head(x, tokens)
 
 
-def build(arch: "Arch") -> HybridNet:
+def build(arch: "Arch") -> nn.Module:
     """A freshly initialised standalone network for `arch`."""
-    stages, c_in = [], arch.stem_width
-    for stage in arch.stages:
-        stages.append(FAMILIES[stage.family].stage(c_in, stage.width, stage.depth, stage.stride, stage.knobs))
-        c_in = stage.width
-    return HybridNet(Stem(arch.in_channels, arch.stem_width, arch.stem_stride), stages,
-                     Head(c_in, arch.head_width, arch.num_classes))
+    if arch.timm_model:
+        import timm
+
+        return timm.create_model(arch.timm_model, pretrained=False, num_classes=arch.num_classes,
+                                 in_chans=arch.in_channels)
+    return HybridNet(arch)
 
 
 class HybridSupernet(nn.Module):
@@ -81,11 +80,13 @@ class HybridSupernet(nn.Module):
     def __init__(self, space: "SearchSpace") -> None:
         super().__init__()
         self.space = space
-        largest_width = [max(s.width) for s in space.stages]
-        c_in = max(space.stem_width)
-        self.stem = Stem(space.in_channels, c_in, space.stem_stride, elastic=True)
+        largest = space.largest()
+        c_in = largest.stem_width
+        ops = Ops(True)
+        self.stem = STEMS[largest.stem_type].module(space.in_channels, c_in, largest.stem_stride,
+                                                    largest.stem_knobs, ops)
         self.stages = nn.ModuleList()
-        for stage, width in zip(space.stages, largest_width):
+        for stage, width in zip(space.stages, (max(s.width) for s in space.stages)):
             families = nn.ModuleDict()
             for name, knob_choices in stage.families.items():
                 family = FAMILIES[name]
@@ -93,7 +94,10 @@ class HybridSupernet(nn.Module):
                 families[name] = family.stage(c_in, width, max(stage.depth), stage.stride, knobs, elastic=True)
             self.stages.append(families)
             c_in = width
-        self.head = Head(c_in, max(space.head_width), space.num_classes, elastic=True)
+        self.head = HEADS[largest.head_type].module(c_in, max(space.head_width), space.num_classes,
+                                                    largest.head_knobs, ops)
+        if largest.global_tokens:
+            raise ValueError("global tokens in a supernet are not supported yet; use global_tokens: [0]")
         self.active: "Arch" | None = None
 
     def set_active(self, arch: "Arch") -> None:
@@ -104,7 +108,7 @@ class HybridSupernet(nn.Module):
         for families, stage in zip(self.stages, arch.stages):
             families[stage.family].set_active(c_in, stage.width, stage.depth, stage.knobs)
             c_in = stage.width
-        self.head.set_active(arch.head_width)
+        self.head.set_active(arch.head_width, arch.head_knobs)
         self.active = arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +116,11 @@ class HybridSupernet(nn.Module):
             raise RuntimeError("call set_active(arch) before running the supernet")
         x = self.stem(x)
         for families, stage in zip(self.stages, self.active.stages):
-            x = families[stage.family](x)
-        return self.head(x)
+            if FAMILIES[stage.family].uses_tokens:
+                x, _ = families[stage.family](x, None)
+            else:
+                x = families[stage.family](x)
+        return self.head(x, None)
 
     def extract(self, arch: "Arch") -> HybridNet:
         """A standalone network for `arch` on the supernet's device, carrying its weights (and BN statistics)."""

@@ -22,28 +22,36 @@ def make_divisible(value: float, divisor: int = 4) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
+def centre_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The centre kernel x kernel of a conv weight: how a smaller kernel shares a larger one's weights."""
+    start = (weight.shape[-1] - kernel) // 2
+    return weight[:, :, start:start + kernel, start:start + kernel]
+
+
 class ElasticConv2d(nn.Conv2d):
-    """Conv2d whose output channels and (odd, centred) kernel can shrink; depthwise when groups == in_channels."""
+    """Conv2d whose output channels and (odd, centred) kernel can shrink; depthwise (with a channel multiplier)
+    when groups == in_channels."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
+                 groups: int = 1, bias: bool = False, padding: int | None = None) -> None:
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
         self.depthwise = groups == in_channels and groups > 1
+        self.multiplier = out_channels // in_channels  # depthwise: outputs per input channel
         self.active_out = out_channels
         self.active_kernel = kernel_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c_in = x.shape[1]
         if self.depthwise:
-            weight, groups, c_out = self.weight[:c_in], c_in, c_in
+            weight, groups, c_out = self.weight[:c_in * self.multiplier], c_in, c_in * self.multiplier
         else:
             weight, groups, c_out = self.weight[: self.active_out, :c_in], 1, self.active_out
         k = self.active_kernel
-        if k != self.kernel_size[0]:
-            start = (self.kernel_size[0] - k) // 2
-            weight = weight[:, :, start:start + k, start:start + k]
+        start = (self.kernel_size[0] - k) // 2  # a smaller kernel is the centre crop, with less padding
+        weight = centre_kernel(weight, k)
         bias = self.bias[:c_out] if self.bias is not None else None
-        return F.conv2d(x, weight, bias, self.stride, k // 2, 1, groups)
+        return F.conv2d(x, weight, bias, self.stride, self.padding[0] - start, 1, groups)
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
@@ -60,6 +68,16 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             momentum = 1.0 / float(self.num_batches_tracked)
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
                             self.training or not self.track_running_stats, momentum, self.eps)
+
+
+class ElasticLayerNorm(nn.LayerNorm):
+    """LayerNorm over the last dimension whose affine weights are sliced to the input's width."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[-1]
+        if c == self.normalized_shape[0]:
+            return super().forward(x)
+        return F.layer_norm(x, (c,), self.weight[:c], self.bias[:c], self.eps)
 
 
 class ElasticLinear(nn.Linear):
@@ -81,16 +99,22 @@ class Ops:
         self.elastic = elastic
 
     def conv(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-             bias: bool = False) -> nn.Conv2d:
+             bias: bool = False, padding: int | None = None) -> nn.Conv2d:
+        """A conv with `kernel // 2` padding unless `padding` says otherwise (e.g. 0 for a patchify conv)."""
         if self.elastic:
-            return ElasticConv2d(c_in, c_out, kernel, stride, groups, bias)
-        return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=bias)
+            return ElasticConv2d(c_in, c_out, kernel, stride, groups, bias, padding)
+        padding = kernel // 2 if padding is None else padding
+        return nn.Conv2d(c_in, c_out, kernel, stride, padding, groups=groups, bias=bias)
 
-    def dwconv(self, channels: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
-        return self.conv(channels, channels, kernel, stride, groups=channels)
+    def dwconv(self, channels: int, kernel: int = 3, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+        return self.conv(channels, channels, kernel, stride, groups=channels, bias=bias)
 
     def bn(self, channels: int) -> nn.BatchNorm2d:
         return ElasticBatchNorm2d(channels) if self.elastic else nn.BatchNorm2d(channels)
+
+    def ln(self, channels: int, eps: float = 1e-5) -> nn.LayerNorm:
+        """LayerNorm over the last (channel) dimension of a token tensor [B, T, C]."""
+        return ElasticLayerNorm(channels, eps) if self.elastic else nn.LayerNorm(channels, eps)
 
     def linear(self, c_in: int, c_out: int, bias: bool = True) -> nn.Linear:
         return ElasticLinear(c_in, c_out, bias) if self.elastic else nn.Linear(c_in, c_out, bias)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -27,8 +29,8 @@ def test_id_ignores_the_name_and_number_spelling(tiny_space):
 
 def test_id_is_frozen_for_a_known_arch(tiny_space):
     # The canonical form is a contract (best.yaml files and caches key on it): changing it changes these values.
-    assert tiny_space.smallest().arch_id == "3a029d0d7e29"
-    assert tiny_space.largest().arch_id == "0046062fceca"
+    assert tiny_space.smallest().arch_id == "8e86a16f42cc"
+    assert tiny_space.largest().arch_id == "4085fd075c09"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -48,11 +50,18 @@ def test_bad_arch_names_the_key(tiny_space, edit, message):
     assert message in str(error.value)
 
 
-def test_heads_must_divide_the_width():
-    data = {"resolution": 32, "in_channels": 1, "num_classes": 10, "stem": {"width": 8, "stride": 2},
-            "stages": [{"family": "fwa", "depth": 1, "width": 18, "stride": 2,
-                        "knobs": {"heads": 4, "mlp_ratio": 1, "kv_rule": "grid", "kv_size": 2,
-                                  "aggregator": "avg", "normaliser": "softmax"}}],
+def _fwa_arch(**knobs):
+    return {"resolution": 32, "in_channels": 1, "num_classes": 10, "stem": {"width": 8, "stride": 2},
+            "stages": [{"family": "fwa", "depth": 1, "width": 16, "stride": 2,
+                        "knobs": {"heads": 2, "mlp_ratio": 1, "kv_rule": "grid", "kv_size": 2,
+                                  "aggregator": "avg", "normaliser": "softmax", **knobs}}],
             "head": {"width": 32}}
-    with pytest.raises(NasError, match="not divisible by heads 4"):
-        Arch.from_dict(data)
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"heads": 3}, "stages[0] (fwa, 8x8 map at resolution 32): knob heads: the transformer dim 16"),
+    ({"kv_rule": "ratio", "kv_size": 9}, "knob kv_size: window 9 is larger than the 8x8 map"),
+])
+def test_knobs_that_cannot_work_are_rejected_at_validation(knobs, message):
+    with pytest.raises(NasError, match=re.escape(message)):
+        Arch.from_dict(_fwa_arch(**knobs))

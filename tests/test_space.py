@@ -48,9 +48,10 @@ def _tiny_dict():
     (lambda d: d["stages"][1]["families"].update(vit={}), "stages[1].families.vit: unknown key"),
     (lambda d: d["stages"][0].update(depth=[0, 1]), "stages[0].depth: expected positive integers"),
     (lambda d: d["stages"][0]["families"]["fwa"].update(kv_rule=["diagonal"]),
-     "stages[0].families.fwa.kv_rule: expected grid or ratio"),
+     "stages[0].families.fwa.kv_rule: expected grid, sqrt or ratio"),
     (lambda d: d["stages"][0]["families"]["fwa"].pop("heads"), "stages[0].families.fwa.heads: expected"),
-    (lambda d: d["stages"][1]["families"]["fwa"].update(heads=[5]), "stages[1]: fwa: width 32 is not divisible"),
+    (lambda d: d["stages"][1]["families"]["fwa"].update(heads=[5]),
+     "stages[1]: fwa: knob heads: the transformer dim 32"),
     (lambda d: d.update(stages=[]), "stages: expected a non-empty list"),
     (lambda d: d.update(head=[64]), "head: expected a mapping"),
 ])

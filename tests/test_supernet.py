@@ -45,3 +45,29 @@ def test_non_members_are_refused(tiny_space):
     too_wide = dataclasses.replace(tiny_space.largest(), head_width=512)
     with pytest.raises(ValueError, match="not a member"):
         supernet.set_active(too_wide)
+
+
+@torch.no_grad()
+def test_every_family_extracts_exactly_from_one_supernet():
+    """A space offering all seven families (list-valued knobs, optional weights like CPE and the fusion conv)."""
+    import optuna
+
+    from nas.space import load_space
+    from tests.conftest import TESTS
+
+    space = load_space(TESTS / "all_families_space.yaml")
+    torch.manual_seed(0)
+    supernet = HybridSupernet(space)
+    randomise_norms(supernet)
+    supernet.eval()
+    x = torch.randn(2, 1, 32, 32)
+    rng = random.Random(0)
+    families_seen = set()
+    for _ in range(60):
+        arch = space.sample(rng)
+        supernet.set_active(arch)
+        assert torch.allclose(supernet.extract(arch).eval()(x), supernet(x), atol=1e-5, rtol=0), arch.to_dict()
+        families_seen.update(s.family for s in arch.stages)
+        # Optuna stores list-valued knobs (RASA dilations) as text; suggest() must give the arch back
+        assert space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+    assert families_seen == {"ghost", "csa", "mhsa", "rasa", "saa", "lightvit", "fwa"}

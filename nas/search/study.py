@@ -148,7 +148,10 @@ class Evaluator:
         source = "measured"
         if self.predictor is not None:
             median_ms, p90_ms = self.predictor.predict(arch, self.device_id)
-            source = "predicted" if abs(p90_ms - budget) > self.margin * budget else "measured"
+            # the prediction's error is relative to the prediction: trust it only when even that error
+            # cannot carry it across the budget
+            clear = p90_ms * (1 + self.margin) < budget or p90_ms * (1 - self.margin) > budget
+            source = "predicted" if clear else "measured"
         if source == "measured":
             record = measure_arch(arch, self.device, settings.runtime, settings.threads, cache=self.cache, model=net)
             median_ms, p90_ms = record.median_ms, record.p90_ms

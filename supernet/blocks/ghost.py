@@ -1,8 +1,11 @@
 """GhostNet bottlenecks (Han et al., 2020), the CNN part of LOLViT, with elastic width, expansion, kernel and SE.
 
-GhostModule: a 1x1 "primary" conv makes ceil(out/2) channels, a cheap depthwise 3x3 makes as many again from
-them, and the first `out` of the concatenation are kept. A stage is `depth` bottlenecks; the first one changes
-width and stride and always has a projection shortcut (so the shortcut never depends on the active widths).
+Matches timm's `ghostnet` (and huawei-noah's release) layer for layer. GhostModule (ratio s): a 1x1 "primary"
+conv makes ceil(out/s) channels, a cheap depthwise 3x3 makes s-1 channels from each of them, and the first `out`
+of the concatenation are kept. A stage is `depth` bottlenecks; the first one takes the stride and width change
+and has a projection shortcut when either changes (identity otherwise). Expansion, kernel and SE may be given
+per block (a list), which GhostNet-1.0x needs; the supernet always holds the projection and skips it when the
+active widths make the shortcut an identity.
 """
 
 from __future__ import annotations
@@ -13,14 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_int, is_number
+from supernet.blocks import Knob, block_knobs, is_int, is_number
 from supernet.ops import Ops, ceil_div, make_divisible, set_out
 
 KNOBS = {
-    "expansion": Knob(lambda v: is_number(v) and v >= 1, "a number >= 1 (hidden width / input width)", True),
-    "kernel": Knob(lambda v: is_int(v) and v in (3, 5, 7), "a depthwise kernel size: 3, 5 or 7", True),
-    "se": Knob(lambda v: is_number(v) and 0 <= v < 1, "a squeeze-excite ratio in [0, 1); 0 turns SE off", True),
+    "expansion": Knob(lambda v: is_number(v) and v >= 1, "a number >= 1 (hidden width / input width)", True,
+                      per_block=True),
+    "kernel": Knob(lambda v: is_int(v) and v in (3, 5, 7), "a depthwise kernel size: 3, 5 or 7", True,
+                   per_block=True),
+    "se": Knob(lambda v: is_number(v) and 0 <= v < 1, "a squeeze-excite ratio in [0, 1); 0 turns SE off", True,
+               per_block=True),
+    "ratio": Knob(lambda v: is_int(v) and 2 <= v <= 4, "a ghost ratio: 2, 3 or 4 (output / primary channels)",
+                  default=2, searchable=False),
 }
+
+
+def check_stage(width: int, knobs: Mapping[str, Any], map_size: int) -> str | None:
+    return None
 
 
 def hidden_width(c_in: int, expansion: float) -> int:
@@ -32,19 +44,19 @@ def se_width(c_mid: int, ratio: float) -> int:
 
 
 class GhostModule(nn.Module):
-    def __init__(self, c_in: int, c_out: int, relu: bool, ops: Ops) -> None:
+    def __init__(self, c_in: int, c_out: int, relu: bool, ops: Ops, ratio: int = 2) -> None:
         super().__init__()
-        primary = ceil_div(c_out, 2)
-        self.out_channels = c_out
+        primary = ceil_div(c_out, ratio)
+        self.out_channels, self.ratio = c_out, ratio
         self.primary = ops.conv(c_in, primary)
         self.primary_bn = ops.bn(primary)
-        self.cheap = ops.dwconv(primary, 3)
-        self.cheap_bn = ops.bn(primary)
+        self.cheap = ops.conv(primary, primary * (ratio - 1), 3, groups=primary)
+        self.cheap_bn = ops.bn(primary * (ratio - 1))
         self.relu = relu
 
     def set_active(self, c_out: int) -> None:
         self.out_channels = c_out
-        set_out(self.primary, ceil_div(c_out, 2))
+        set_out(self.primary, ceil_div(c_out, self.ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_bn(self.primary(x))
@@ -70,24 +82,26 @@ class SqueezeExcite(nn.Module):
 
 
 class GhostBottleneck(nn.Module):
-    def __init__(self, c_in: int, c_out: int, expansion: float, kernel: int, se: float, stride: int,
-                 projection: bool, ops: Ops) -> None:
+    def __init__(self, c_in: int, c_out: int, knobs: Mapping[str, Any], stride: int, projection: bool,
+                 ops: Ops) -> None:
         super().__init__()
+        expansion, kernel, se, ratio = knobs["expansion"], knobs["kernel"], knobs["se"], knobs["ratio"]
         c_mid = hidden_width(c_in, expansion)
-        self.stride, self.use_se = stride, se > 0
-        self.ghost1 = GhostModule(c_in, c_mid, True, ops)
+        self.stride, self.use_se, self.use_projection = stride, se > 0, projection
+        self.ghost1 = GhostModule(c_in, c_mid, True, ops, ratio)
         if stride > 1:
             self.dw = ops.dwconv(c_mid, kernel, stride)
             self.dw_bn = ops.bn(c_mid)
         self.se = SqueezeExcite(c_mid, se_width(c_mid, se), ops) if self.use_se else None
-        self.ghost2 = GhostModule(c_mid, c_out, False, ops)
+        self.ghost2 = GhostModule(c_mid, c_out, False, ops, ratio)
         if projection:
             self.shortcut = nn.Sequential(ops.dwconv(c_in, kernel, stride), ops.bn(c_in),
                                           ops.conv(c_in, c_out), ops.bn(c_out))
         else:
             self.shortcut = nn.Identity()
 
-    def set_active(self, c_in: int, c_out: int, expansion: float, kernel: int, se: float) -> None:
+    def set_active(self, c_in: int, c_out: int, knobs: Mapping[str, Any]) -> None:
+        expansion, kernel, se = knobs["expansion"], knobs["kernel"], knobs["se"]
         c_mid = hidden_width(c_in, expansion)
         self.ghost1.set_active(c_mid)
         if self.stride > 1:
@@ -97,6 +111,7 @@ class GhostBottleneck(nn.Module):
             self.se.set_active(c_mid, se_width(c_mid, se))
         self.ghost2.set_active(c_out)
         if isinstance(self.shortcut, nn.Sequential):
+            self.use_projection = self.stride > 1 or c_in != c_out
             set_out(self.shortcut[0], c_in, kernel)
             set_out(self.shortcut[2], c_out)
 
@@ -106,7 +121,7 @@ class GhostBottleneck(nn.Module):
             y = self.dw_bn(self.dw(y))
         if self.use_se:
             y = self.se(y)
-        return self.ghost2(y) + self.shortcut(x)
+        return self.ghost2(y) + (self.shortcut(x) if self.use_projection else x)
 
 
 class GhostStage(nn.Module):
@@ -117,15 +132,17 @@ class GhostStage(nn.Module):
         super().__init__()
         ops = Ops(elastic)
         self.depth = depth
+        # the supernet's first block always holds a projection: other active widths may need one
+        first_projects = elastic or stride > 1 or c_in != width
         self.blocks = nn.ModuleList(
-            GhostBottleneck(c_in if i == 0 else width, width, knobs["expansion"], knobs["kernel"], knobs["se"],
-                            stride if i == 0 else 1, i == 0, ops)
+            GhostBottleneck(c_in if i == 0 else width, width, block_knobs(knobs, KNOBS, i), stride if i == 0 else 1,
+                            i == 0 and first_projects, ops)
             for i in range(depth))
 
     def set_active(self, c_in: int, width: int, depth: int, knobs: Mapping[str, Any]) -> None:
         self.depth = depth
         for i, block in enumerate(self.blocks[:depth]):
-            block.set_active(c_in if i == 0 else width, width, knobs["expansion"], knobs["kernel"], knobs["se"])
+            block.set_active(c_in if i == 0 else width, width, block_knobs(knobs, KNOBS, i))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks[: self.depth]:

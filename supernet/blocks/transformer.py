@@ -1,0 +1,197 @@
+"""Pre-norm transformer stages: the frame the attention families (LightViT, LVT, SAEViT, MHSA) share.
+
+A stage is a transition (stride or width change) on the NCHW map, then `depth` blocks on tokens:
+
+    [x = x + CPE(x)]                    depthwise 3x3 position conv, on image tokens (SAEViT, EdgeViT)
+    x = x + mixer(LN(x), hw, n_global)
+    x = x + ffn(LN(x), hw, n_global)
+
+Tokens are [B, n_global + H*W, C]: LightViT's global tokens first, then the image tokens in row-major order.
+A family is a `TransformerStage` subclass that names its token mixer, its default FFN and transition, and its
+LayerNorm eps. Mixers and FFNs take `(width, knobs, ops)` (FFNs also their hidden width) and
+`forward(x, hw, n_global)`; a mixer that has no use for global tokens returns zeros for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from supernet.blocks import Knob, is_bool, is_int, is_number, one_of
+from supernet.ops import Ops, set_out
+
+FFN_KINDS = ("mlp", "dwconv", "biattn", "ciffn")
+TRANSITIONS = ("conv", "patch", "merge")
+
+
+def transformer_knobs(ffn: str, downsample: str, cpe: bool = False) -> dict[str, Knob]:
+    """The knobs every transformer family has, with that family's paper defaults."""
+    return {
+        "heads": Knob(lambda v: is_int(v) and v >= 1, "a number of attention heads >= 1 (must divide the width)"),
+        "mlp_ratio": Knob(lambda v: is_number(v) and v > 0, "a number > 0 (FFN hidden width / width)", True),
+        "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default=ffn, searchable=False),
+        "downsample": Knob(one_of(*TRANSITIONS), " or ".join(TRANSITIONS) + " (the stage's transition)",
+                           default=downsample, searchable=False),
+        "cpe": Knob(is_bool, "true or false (depthwise 3x3 position conv before each block)", default=cpe,
+                    weights_order=(False, True)),
+    }
+
+
+def check_heads(width: int, knobs: Mapping[str, Any]) -> str | None:
+    if width % knobs["heads"]:
+        return f"knob heads: width {width} is not divisible by heads {knobs['heads']}"
+    return None
+
+
+def ffn_hidden(width: int, ratio: float) -> int:
+    return int(round(width * ratio))
+
+
+def tokens_to_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Image tokens [B, H*W, C] -> map [B, C, H, W]."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], hw[0], hw[1])
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Map [B, C, H, W] -> image tokens [B, H*W, C]."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def init_linears(module: nn.Module) -> None:
+    """The ViT initialisation LightViT and LVT release: truncated-normal(0.02) linear weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def ffn_class(kind: str) -> type[nn.Module]:
+    from supernet.blocks import lightvit, lvt, saevit
+
+    return {"mlp": Mlp, "dwconv": lvt.DWConvMlp, "biattn": lightvit.BiAttnMlp, "ciffn": saevit.CIFFN}[kind]
+
+
+def transition_class(kind: str) -> type[nn.Module]:
+    from supernet.blocks import lightvit, lvt, saevit
+
+    return {"conv": lvt.ConvEmbed, "patch": saevit.PatchEmbed, "merge": lightvit.ResidualMergePatch}[kind]
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear (ViT's MLP; LVT's first stage)."""
+
+    def __init__(self, width: int, hidden: int, knobs: Mapping[str, Any], ops: Ops) -> None:
+        super().__init__()
+        self.fc1 = ops.linear(width, hidden)
+        self.fc2 = ops.linear(hidden, width)
+
+    def set_active(self, width: int, hidden: int, knobs: Mapping[str, Any]) -> None:
+        set_out(self.fc1, hidden)
+        set_out(self.fc2, width)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], n_global: int) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class MHSA(nn.Module):
+    """Plain multi-head self-attention over all tokens (global ones included), the baseline mixer."""
+
+    def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops) -> None:
+        super().__init__()
+        self.qkv = ops.linear(width, 3 * width)
+        self.proj = ops.linear(width, width)
+        self.heads = knobs["heads"]
+
+    def set_active(self, width: int, knobs: Mapping[str, Any]) -> None:
+        set_out(self.qkv, 3 * width)
+        set_out(self.proj, width)
+        self.heads = knobs["heads"]
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], n_global: int) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, t, c))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops, mixer: type[nn.Module],
+                 eps: float) -> None:
+        super().__init__()
+        self.cpe = ops.dwconv(width, 3, bias=True) if knobs["cpe"] else None
+        self.use_cpe = knobs["cpe"]
+        self.norm1 = ops.ln(width, eps)
+        self.mixer = mixer(width, knobs, ops)
+        self.norm2 = ops.ln(width, eps)
+        self.ffn = ffn_class(knobs["ffn"])(width, ffn_hidden(width, knobs["mlp_ratio"]), knobs, ops)
+
+    def set_active(self, width: int, knobs: Mapping[str, Any]) -> None:
+        self.use_cpe = knobs["cpe"]
+        self.mixer.set_active(width, knobs)
+        self.ffn.set_active(width, ffn_hidden(width, knobs["mlp_ratio"]), knobs)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], n_global: int) -> torch.Tensor:
+        if self.use_cpe:
+            image = x[:, n_global:]
+            image = image + map_to_tokens(self.cpe(tokens_to_map(image, hw)))
+            x = torch.cat([x[:, :n_global], image], dim=1) if n_global else image
+        x = x + self.mixer(self.norm1(x), hw, n_global)
+        return x + self.ffn(self.norm2(x), hw, n_global)
+
+
+class TransformerStage(nn.Module):
+    """Transition (when the stride or width changes), then `depth` pre-norm transformer blocks."""
+
+    MIXER: type[nn.Module] = MHSA
+    NORM_EPS = 1e-5
+
+    def __init__(self, c_in: int, width: int, depth: int, stride: int, knobs: Mapping[str, Any],
+                 elastic: bool = False) -> None:
+        super().__init__()
+        ops = Ops(elastic)
+        self.depth = depth
+        self.down = None
+        if stride > 1 or c_in != width or elastic:  # the supernet's active widths may differ even if the largest don't
+            self.down = transition_class(knobs["downsample"])(c_in, width, stride, ops)
+        self.stride, self.use_down = stride, self.down is not None
+        self.blocks = nn.ModuleList(TransformerBlock(width, knobs, ops, self.MIXER, self.NORM_EPS)
+                                    for _ in range(depth))
+
+    def set_active(self, c_in: int, width: int, depth: int, knobs: Mapping[str, Any]) -> None:
+        self.depth = depth
+        self.use_down = self.down is not None and (self.stride > 1 or c_in != width)
+        if self.down is not None:
+            self.down.set_active(width)
+        for block in self.blocks[:depth]:
+            block.set_active(width, knobs)
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's work on the NCHW map before the tokens: its transition, when active."""
+        return self.down(x) if self.use_down else x
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.enter(x)
+        hw = (x.shape[2], x.shape[3])
+        seq = map_to_tokens(x)
+        n_global = 0 if tokens is None else tokens.shape[1]
+        if n_global:
+            seq = torch.cat([tokens, seq], dim=1)
+        for block in self.blocks[: self.depth]:
+            seq = block(seq, hw, n_global)
+        return tokens_to_map(seq[:, n_global:], hw), (seq[:, :n_global] if n_global else None)
+
+
+class MHSAStage(TransformerStage):
+    MIXER = MHSA
+
+
+MHSA_KNOBS = transformer_knobs("mlp", "conv")
+
+
+def check_mhsa_stage(width: int, knobs: Mapping[str, Any], map_size: int) -> str | None:
+    return check_heads(width, knobs)
