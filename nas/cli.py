@@ -205,7 +205,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from nas.runs import RUNS_ROOT
 
     arch = load_arch(args.arch)
-    document = read_yaml(args.arch)
+    document = {} if str(args.arch).startswith("timm:") else read_yaml(args.arch)
     searched = isinstance(document, dict) and "arch" in document
     recorded = document.get("device", {}) if searched else {}
     if args.device is None:
@@ -218,6 +218,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     check_runtime(args.runtime)
     data_spec = args.data or (document.get("provenance", {}).get("data") if searched else None)
     data = load_data(data_spec, seed=args.seed, limit_train=args.limit_train)
+    if not searched:  # a reference or baseline arch: fit its classifier to the data's classes
+        arch = arch.with_num_classes(data.num_classes)
     if data.num_classes != arch.num_classes:
         raise NasError(f"{args.arch}: the arch has {arch.num_classes} classes but {data.source} has "
                        f"{data.num_classes}; pass the data it was searched on with --data")
@@ -257,6 +259,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from supernet.network import build
 
     arch = load_arch(args.arch)
+    if args.resolution:
+        arch = arch.with_input(args.resolution, arch.in_channels)
     model = build(arch)
     result: dict[str, Any] = {
         "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),
@@ -264,10 +268,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
         "resolution": arch.resolution, "arch": arch.to_dict()}
     if args.space:
         result["member"] = load_space(args.space).contains(arch)
-    stages = ", ".join(f"{s.family}x{s.depth}@{s.width}" for s in arch.stages)
     lines = [f"arch {arch.arch_id}{' (' + arch.name + ')' if arch.name else ''}: {result['params']:,} params, "
-             f"{result['macs'] / 1e6:.2f} M MACs at {arch.resolution}x{arch.resolution}x{arch.in_channels}",
-             f"stem {arch.stem_width}, stages {stages}, head {arch.head_width}, {arch.num_classes} classes"]
+             f"{result['macs'] / 1e6:.2f} M MACs at {arch.resolution}x{arch.resolution}x{arch.in_channels}"]
+    if arch.timm_model:
+        lines.append(f"timm model {arch.timm_model} (a baseline), {arch.num_classes} classes")
+    else:
+        stages = ", ".join(f"{s.family}x{s.depth}@{s.width}" for s in arch.stages)
+        tokens = f", {arch.global_tokens} global tokens" if arch.global_tokens else ""
+        lines.append(f"stem {arch.stem_type} {arch.stem_width}/{arch.stem_stride}, stages {stages}, "
+                     f"head {arch.head_type} {arch.head_width or ''}{tokens}, {arch.num_classes} classes")
     if "member" in result:
         lines.append(f"member of {args.space}: {'yes' if result['member'] else 'no'}")
     _emit(result, args.json, lines)
@@ -393,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone, then "
                        "report test accuracy and measured latency", "nas retrain runs/quickstart/best.yaml")
-    retrain.add_argument("arch", help="best.yaml from a search, or an arch YAML")
+    retrain.add_argument("arch", help="best.yaml from a search, an arch YAML or timm:MODEL (a baseline; its "
+                                      "classifier is fitted to the data's classes)")
     retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
     retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
     retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
@@ -406,13 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe = _command(sub, "describe", cmd_describe, "print an architecture's id, parameters and MACs",
                         "nas describe runs/quickstart/best.yaml --space search_spaces/cpu_small.yaml --json")
-    describe.add_argument("arch", help="best.yaml or an arch YAML")
+    describe.add_argument("arch", help="best.yaml, an arch YAML (e.g. search_spaces/reference/lightvit_t.yaml) "
+                                       "or timm:MODEL (a timm baseline, e.g. timm:mobilevit_xs)")
+    describe.add_argument("--resolution", type=int, help="count MACs at this input size instead of the arch's")
     describe.add_argument("--space", help="also report whether the arch is a member of this space")
     describe.add_argument("--json", action="store_true", help="print as JSON")
 
     measure = _command(sub, "measure", cmd_measure, "measure an architecture's latency on a device",
                        "nas measure runs/quickstart/best.yaml --device cpu --threads 1 --json")
-    measure.add_argument("arch", help="best.yaml or an arch YAML")
+    measure.add_argument("arch", help="best.yaml, an arch YAML or timm:MODEL")
     measure.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     measure.add_argument("--runtime", default="torch", help="torch (default), torch-compile or onnxruntime")
     measure.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
