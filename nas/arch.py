@@ -186,7 +186,8 @@ def timm_arch(model: str, resolution: int | None = None, in_channels: int = 3, n
     if model not in timm.list_models():
         raise NasError(f"timm:{model}: not a timm model name (see `timm.list_models()`), e.g. timm:mobilevit_xs")
     if resolution is None:
-        resolution = timm.get_pretrained_cfg(model).input_size[-1] if timm.get_pretrained_cfg(model) else 224
+        config = timm.get_pretrained_cfg(model)
+        resolution = config.input_size[-1] if config else 224
     return Arch(reader.positive_int(resolution, "resolution"), reader.positive_int(in_channels, "in_channels"),
                 reader.positive_int(num_classes, "num_classes"), 0, 1, (), 0, name=f"timm:{model}",
                 timm_model=model)

@@ -346,6 +346,13 @@ def _command(sub: Any, name: str, handler: Callable, summary: str, example: str)
     return parser
 
 
+def _group(sub: Any, name: str, summary: str, example: str, dest: str) -> Any:
+    """A command with subcommands (`nas latency fit`), its help ending in an example like every command's."""
+    parser = sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser.add_subparsers(dest=dest, required=True, metavar="SUBCOMMAND")
+
+
 def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="an .npz file or an image folder (default: the embedded Fashion-MNIST subset)")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
@@ -432,10 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default: 50)")
     measure.add_argument("--json", action="store_true", help="print as JSON")
 
-    latency = sub.add_parser("latency", help="latency predictor commands", description="latency predictor commands",
-                             epilog="example:\n  nas latency fit --space search_spaces/cpu_small.yaml --device cpu",
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    latency_sub = latency.add_subparsers(dest="latency_command", required=True, metavar="SUBCOMMAND")
+    latency_sub = _group(sub, "latency", "latency predictor commands",
+                         "nas latency fit --space search_spaces/cpu_small.yaml --device cpu", "latency_command")
     fit = _command(latency_sub, "fit", cmd_latency_fit, "measure sampled sub-networks on this device and fit a "
                    "latency predictor; reports its accuracy on held-out ones",
                    "nas latency fit --space search_spaces/cpu_small.yaml --device cpu --runtime onnxruntime "
@@ -450,10 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", help="predictor file (default: runs/latency-SPACE-RUNTIME-FINGERPRINT/predictor.json)")
     fit.add_argument("--json", action="store_true", help="print the accuracy figures as JSON")
 
-    supernet = sub.add_parser("supernet", help="supernet commands", description="supernet commands",
-                              epilog="example:\n  nas supernet train --space search_spaces/cpu_small.yaml",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    supernet_sub = supernet.add_subparsers(dest="supernet_command", required=True, metavar="SUBCOMMAND")
+    supernet_sub = _group(sub, "supernet", "supernet commands",
+                          "nas supernet train --space search_spaces/cpu_small.yaml", "supernet_command")
     train = _command(supernet_sub, "train", cmd_supernet_train, "train a weight-sharing supernet (sandwich rule, "
                      "in-place distillation); re-run to resume",
                      "nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small --epochs 6")

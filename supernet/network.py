@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from nas.errors import NasError
 from supernet.blocks import FAMILIES, HEADS, STEMS
 from supernet.blocks.lightvit import GlobalTokenProjection
 from supernet.ops import Ops, copy_sliced_state
@@ -79,12 +80,13 @@ class HybridSupernet(nn.Module):
 
     def __init__(self, space: "SearchSpace") -> None:
         super().__init__()
+        if max(space.global_tokens):
+            raise NasError(f"{space.source}: global_tokens: the supernet does not carry global tokens yet; use [0]")
         self.space = space
-        largest = space.largest()
-        c_in = largest.stem_width
+        c_in = max(space.stem_width)
         ops = Ops(True)
-        self.stem = STEMS[largest.stem_type].module(space.in_channels, c_in, largest.stem_stride,
-                                                    largest.stem_knobs, ops)
+        self.stem = STEMS[space.stem_type].module(space.in_channels, c_in, space.stem_stride,
+                                                  dict(space.stem_knob_items), ops)
         self.stages = nn.ModuleList()
         for stage, width in zip(space.stages, (max(s.width) for s in space.stages)):
             families = nn.ModuleDict()
@@ -94,10 +96,8 @@ class HybridSupernet(nn.Module):
                 families[name] = family.stage(c_in, width, max(stage.depth), stage.stride, knobs, elastic=True)
             self.stages.append(families)
             c_in = width
-        self.head = HEADS[largest.head_type].module(c_in, max(space.head_width), space.num_classes,
-                                                    largest.head_knobs, ops)
-        if largest.global_tokens:
-            raise ValueError("global tokens in a supernet are not supported yet; use global_tokens: [0]")
+        self.head = HEADS[space.head_type].module(c_in, max(space.head_width), space.num_classes,
+                                                  dict(space.head_knob_items), ops)
         self.active: "Arch" | None = None
 
     def set_active(self, arch: "Arch") -> None:

@@ -7,12 +7,17 @@ from supernet.network import HybridSupernet, build
 from tests.conftest import randomise_norms
 
 
+def _eval_supernet(space) -> HybridSupernet:
+    """A seeded supernet with non-trivial norm statistics, in eval mode (so equality means something)."""
+    torch.manual_seed(0)
+    supernet = HybridSupernet(space)
+    randomise_norms(supernet)
+    return supernet.eval()
+
+
 @torch.no_grad()
 def test_extracted_subnets_match_the_supernet_on_many_archs(tiny_space):
-    torch.manual_seed(0)
-    supernet = HybridSupernet(tiny_space)
-    randomise_norms(supernet)
-    supernet.eval()
+    supernet = _eval_supernet(tiny_space)
     x = torch.randn(2, 1, 32, 32)
     rng = random.Random(0)
     archs = [tiny_space.smallest(), tiny_space.largest()] + [tiny_space.sample(rng) for _ in range(120)]
@@ -56,10 +61,7 @@ def test_every_family_extracts_exactly_from_one_supernet():
     from tests.conftest import TESTS
 
     space = load_space(TESTS / "all_families_space.yaml")
-    torch.manual_seed(0)
-    supernet = HybridSupernet(space)
-    randomise_norms(supernet)
-    supernet.eval()
+    supernet = _eval_supernet(space)
     x = torch.randn(2, 1, 32, 32)
     rng = random.Random(0)
     families_seen = set()

@@ -101,8 +101,7 @@ def _families() -> dict[str, Family]:
     from supernet.blocks import fwa, ghost, lightvit, lvt, saevit, transformer
 
     return {
-        "ghost": Family("ghost", ghost.GhostStage, ghost.KNOBS, "GhostNet bottlenecks (LOLViT's CNN part)",
-                        ghost.check_stage),
+        "ghost": Family("ghost", ghost.GhostStage, ghost.KNOBS, "GhostNet bottlenecks (LOLViT's CNN part)"),
         "fwa": Family("fwa", fwa.FWAStage, fwa.KNOBS, "LOLViT global-local block with Fast Window Attention",
                       fwa.check_stage),
         "lightvit": Family("lightvit", lightvit.LightViTStage, lightvit.KNOBS,

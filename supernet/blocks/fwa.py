@@ -29,7 +29,7 @@ from torch import nn
 
 from supernet.blocks import Knob, is_int, is_number, one_of
 from supernet.blocks.ghost import GhostModule
-from supernet.blocks.transformer import FFN_KINDS, TransformerBlock, map_to_tokens, tokens_to_map
+from supernet.blocks.transformer import FFN_KINDS, TransformerBlock, map_to_tokens, tokens_to_map, with_global_rows
 from supernet.ops import Ops, make_divisible, set_out
 
 KNOBS = {
@@ -116,7 +116,7 @@ class FastWindowAttention(nn.Module):
             attn = F.relu(scores)
             attn = attn / (attn.sum(dim=-1, keepdim=True) + 1e-6)
         out = self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
-        return torch.cat([torch.zeros_like(x[:, :n_global]), out], dim=1) if n_global else out
+        return with_global_rows(out, n_global)
 
 
 class ConvBNAct(nn.Module):

@@ -31,10 +31,6 @@ KNOBS = {
 }
 
 
-def check_stage(width: int, knobs: Mapping[str, Any], map_size: int) -> str | None:
-    return None
-
-
 def hidden_width(c_in: int, expansion: float) -> int:
     return make_divisible(c_in * expansion, 4)
 

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from supernet.blocks import Knob, is_bool, is_int, is_number
-from supernet.blocks.transformer import (TransformerStage, check_heads, init_linears, map_to_tokens, tokens_to_map,
-                                         transformer_knobs)
+from supernet.blocks.transformer import (TransformerStage, attend, check_heads, init_linears, map_to_tokens,
+                                         merge_heads, tokens_to_map, transformer_knobs)
 from supernet.ops import Ops, set_out
 
 KNOBS = {
@@ -82,19 +82,6 @@ def split_heads(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, 
     """[B, N, parts*C] -> `parts` tensors [B, heads, N, C/heads]."""
     b, n, c = x.shape[0], x.shape[1], x.shape[2] // parts
     return x.reshape(b, n, parts, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """[B, heads, N, d] -> [B, N, heads*d]."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v, with explicit matmuls (so fvcore counts them)."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    if bias is not None:
-        scores = scores + bias
-    return scores.softmax(dim=-1) @ v
 
 
 class LightViTAttention(nn.Module):

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from supernet.blocks import Knob, is_int, is_number
-from supernet.blocks.transformer import (Mlp, TransformerStage, check_heads, ffn_hidden, init_linears, map_to_tokens,
-                                         tokens_to_map, transformer_knobs)
+from supernet.blocks.transformer import (Mlp, TransformerStage, attend, check_heads, ffn_hidden, init_linears,
+                                         map_to_tokens, merge_heads, tokens_to_map, transformer_knobs,
+                                         with_global_rows)
 from supernet.ops import Ops, centre_kernel, set_out
 
 NORM_EPS = 1e-5  # every LayerNorm of LVT is torch's default
@@ -115,13 +116,6 @@ def init_conv(conv: nn.Conv2d) -> None:
     nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
-
-
-def with_global_rows(out: torch.Tensor, n_global: int) -> torch.Tensor:
-    """Zero rows for the global tokens in front of the image tokens' output (a mixer that ignores them)."""
-    if not n_global:
-        return out
-    return torch.cat([out.new_zeros(out.shape[0], n_global, out.shape[2]), out], dim=1)
 
 
 class CSA(nn.Module):
@@ -324,8 +318,7 @@ class ClassBlock(nn.Module):
         normed = self.norm1(x)
         k, v = self.kv(normed).reshape(b, n, 2, heads, d).permute(2, 0, 3, 1, 4)
         q = self.q(normed[:, :1]).reshape(b, 1, heads, d).transpose(1, 2)
-        attn = ((q * d ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
-        cls = x[:, :1] + self.proj((attn @ v).transpose(1, 2).reshape(b, 1, heads * d))
+        cls = x[:, :1] + self.proj(merge_heads(attend(q, k, v)))
         cls = cls + self.mlp(self.norm2(cls), (1, 1), 0)
         return torch.cat([cls, x[:, 1:]], dim=1)
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from supernet.blocks import Knob, is_bool, is_int, one_of
-from supernet.blocks.transformer import (TransformerStage, check_heads, ffn_hidden, map_to_tokens, tokens_to_map,
-                                         transformer_knobs)
+from supernet.blocks.transformer import (TransformerStage, attend, check_heads, ffn_hidden, map_to_tokens,
+                                         merge_heads, split_qkv, tokens_to_map, transformer_knobs, with_global_rows)
 from supernet.ops import Ops, centre_kernel, set_out
 
 CIFFN_KERNELS = (1, 3, 5, 7)  # the kernels a CIFFN group may use; 1 is the identity
@@ -147,10 +147,7 @@ class SAA(nn.Module):
         return x[:, :, start:start + height, start:start + width]
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attn = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(b, t, c)
+        return merge_heads(attend(*split_qkv(self.qkv(x), self.heads)))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], n_global: int) -> torch.Tensor:
         image = x[:, n_global:]
@@ -162,10 +159,7 @@ class SAA(nn.Module):
             grid = (delegates.shape[2], delegates.shape[3])
             out = tokens_to_map(self.attend(map_to_tokens(delegates)), grid)
             out = self.norm(map_to_tokens(self.recover(out, rate, *hw)))
-        out = self.proj(out)
-        if n_global:  # SAA has no use for global tokens
-            out = torch.cat([out.new_zeros(out.shape[0], n_global, out.shape[2]), out], dim=1)
-        return out
+        return with_global_rows(self.proj(out), n_global)  # SAA has no use for global tokens
 
 
 def mixed_width(hidden: int, variant: str) -> int:

@@ -60,6 +60,32 @@ def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, d] -> [B, N, heads*d]."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+def split_qkv(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """A fused projection [B, T, 3C] -> q, k, v stacked as [3, B, heads, T, C / heads]."""
+    b, t, c3 = qkv.shape
+    return qkv.reshape(b, t, 3, heads, c3 // (3 * heads)).permute(2, 0, 3, 1, 4)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v, with explicit matmuls (so fvcore counts them)."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(dim=-1) @ v
+
+
+def with_global_rows(out: torch.Tensor, n_global: int) -> torch.Tensor:
+    """Zero rows for the global tokens in front of the image tokens' output (a mixer that ignores them)."""
+    if not n_global:
+        return out
+    return torch.cat([out.new_zeros(out.shape[0], n_global, out.shape[2]), out], dim=1)
+
+
 def init_linears(module: nn.Module) -> None:
     """The ViT initialisation LightViT and LVT release: truncated-normal(0.02) linear weights, zero biases."""
     for m in module.modules():
@@ -112,10 +138,7 @@ class MHSA(nn.Module):
         self.heads = knobs["heads"]
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], n_global: int) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attn = ((q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, t, c))
+        return self.proj(merge_heads(attend(*split_qkv(self.qkv(x), self.heads))))
 
 
 class TransformerBlock(nn.Module):
