@@ -119,6 +119,13 @@ class Arch:
     def with_input(self, resolution: int, in_channels: int) -> "Arch":
         return replace(self, resolution=resolution, in_channels=in_channels)
 
+    def at_resolution(self, resolution: Any, source: str) -> "Arch":
+        """This arch at another input size, validated again (a window may not fit the smaller maps)."""
+        data = {**self.to_dict(), "resolution": resolution}
+        if self.name is not None:
+            data["name"] = self.name
+        return Arch.from_dict(data, source)
+
     def map_sizes(self) -> list[int]:
         """The feature-map side after each stage at this resolution (ceil division, as padding does)."""
         size, sizes = math.ceil(self.resolution / self.stem_stride), []

@@ -259,8 +259,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from supernet.network import build
 
     arch = load_arch(args.arch)
-    if args.resolution:
-        arch = arch.with_input(args.resolution, arch.in_channels)
+    if args.resolution is not None:
+        arch = arch.at_resolution(args.resolution, f"{args.arch} at --resolution {args.resolution}")
     model = build(arch)
     result: dict[str, Any] = {
         "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),

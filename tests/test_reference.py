@@ -139,3 +139,15 @@ def test_reference_files_are_frozen():
     ids = {p.stem: load_arch(p).arch_id for p in Path(REFERENCE).glob("*.yaml")}
     assert ids["ghostnet_100"] == "c6abb6429dc7"
     assert ids["lightvit_t"] == "986ac0ded45b"
+
+
+def test_describe_at_another_resolution_validates_it_again():
+    from tests.conftest import assert_one_line_error
+
+    lvt = run_nas("describe", REFERENCE / "lvt.yaml", "--resolution", "256", "--json")
+    assert lvt.returncode == 0, lvt.stderr
+    assert '"resolution": 256' in lvt.stdout
+    assert_one_line_error(run_nas("describe", REFERENCE / "lightvit_t.yaml", "--resolution", "96"),
+                          "at --resolution 96", "knob window: 7 is larger than the 6x6 map")
+    assert_one_line_error(run_nas("describe", REFERENCE / "ghostnet_100.yaml", "--resolution", "0"),
+                          "resolution: expected a positive integer")
