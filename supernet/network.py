@@ -5,27 +5,27 @@ A network is a stem, one stage per arch stage and a head, each chosen from the r
 [1, NT, stem width] parameter prepended after the stem, projected (LayerNorm + linear, LightViT's merge) whenever
 the width changes between stages, seen by the token-using families and by the head.
 
-`HybridSupernet(space)` holds, per stage, one elastic stage module per block family, each at the largest size
-the space allows. `set_active(arch)` configures the active path; `extract(arch)` returns a `HybridNet`: the
-same modules built at the arch's sizes (plain torch layers, no slicing) with weights copied from the supernet.
+`HybridSupernet(space)` holds, per stage slot, one elastic stage module per block family (and stride, and
+value of a structure-changing knob), each at the largest size the space allows. `set_active(arch)`
+configures the active path; `extract(arch)` returns a `HybridNet`: the same modules built at the arch's sizes
+(plain torch layers, no slicing) with weights copied from the supernet.
 `build(arch)` makes a freshly initialised `HybridNet` for training from scratch (or a timm model for a
 `timm:` baseline).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from nas.errors import NasError
 from supernet.blocks import FAMILIES, HEADS, STEMS
 from supernet.blocks.lightvit import GlobalTokenProjection
 from supernet.ops import Ops, copy_sliced_state
 
 if TYPE_CHECKING:
-    from nas.arch import Arch
+    from nas.arch import Arch, StageArch
     from nas.space import SearchSpace
 
 
@@ -75,59 +75,113 @@ def build(arch: "Arch") -> nn.Module:
     return HybridNet(arch)
 
 
+def _variant_key(family: str, stride: int, separate: dict[str, Any]) -> str:
+    """The name of one stage copy in a supernet slot: family, stride, and the values of its separate-weight knobs
+    (those with more than one choice in the slot)."""
+    return "_".join([family, f"s{stride}", *(f"{k}-{v}".replace(".", "p") for k, v in sorted(separate.items()))])
+
+
 class HybridSupernet(nn.Module):
-    """Every member of a search space in one network; choose the active member with `set_active`."""
+    """Every member of a search space in one network; choose the active member with `set_active`.
+
+    Per stem and head choice one elastic module. Per stage slot, one elastic stage per (family, stride the slot
+    can run at, value of each separate-weight knob): widths, depth, heads, MLP ratios and kernels slice its
+    weights; weight-free knobs (K/V rule, recursion, dilations, resolution) use the same weights. The global
+    tokens are one [1, most tokens, widest stem] parameter, sliced.
+    """
 
     def __init__(self, space: "SearchSpace") -> None:
         super().__init__()
-        if max(space.global_tokens):
-            raise NasError(f"{space.source}: global_tokens: the supernet does not carry global tokens yet; use [0]")
         self.space = space
-        c_in = max(space.stem_width)
         ops = Ops(True)
-        self.stem = STEMS[space.stem_type].module(space.in_channels, c_in, space.stem_stride,
-                                                  dict(space.stem_knob_items), ops)
-        self.stages = nn.ModuleList()
-        for stage, width in zip(space.stages, (max(s.width) for s in space.stages)):
-            families = nn.ModuleDict()
-            for name, knob_choices in stage.families.items():
-                family = FAMILIES[name]
-                knobs = {k: family.knobs[k].largest(list(v)) for k, v in knob_choices.items()}
-                families[name] = family.stage(c_in, width, max(stage.depth), stage.stride, knobs, elastic=True)
-            self.stages.append(families)
-            c_in = width
-        self.head = HEADS[space.head_type].module(c_in, max(space.head_width), space.num_classes,
-                                                  dict(space.head_knob_items), ops)
+        self.stems = nn.ModuleDict({stem.key: STEMS[stem.type].module(space.in_channels, max(stem.width),
+                                                                      stem.stride, dict(stem.knob_items), ops)
+                                    for stem in space.stems})
+        c_in = max(max(stem.width) for stem in space.stems)
+        self.global_tokens = None
+        if max(space.global_tokens):
+            self.global_tokens = nn.Parameter(torch.zeros(1, max(space.global_tokens), c_in))
+            nn.init.trunc_normal_(self.global_tokens, std=0.02)
+        self.stages, self.token_projections = nn.ModuleList(), nn.ModuleList()
+        for j, slot in enumerate(space.stages):
+            width, variants = max(slot.width), nn.ModuleDict()
+            for stride in space.slot_strides(j):
+                for name, knob_choices in slot.families.items():
+                    family = FAMILIES[name]
+                    largest = {k: family.knobs[k].largest(list(v)) for k, v in knob_choices.items()}
+                    for separate in _separate_combinations(name, knob_choices):
+                        variants[_variant_key(name, stride, separate)] = family.stage(
+                            c_in, width, max(slot.depths), stride, {**largest, **separate}, elastic=True)
+            self.stages.append(variants)
+            self.token_projections.append(GlobalTokenProjection(c_in, width, ops) if self.global_tokens is not None
+                                          else nn.Identity())
+            c_in = max(c_in, width)  # a later slot may take its input from any earlier one
+        self.heads = nn.ModuleDict({head.key: HEADS[head.type].module(c_in, max(head.width), space.num_classes,
+                                                                      dict(head.knob_items), ops)
+                                    for head in space.heads})
         self.active: "Arch" | None = None
+        self._path: list[tuple[int, str, bool]] = []  # (slot, variant, projects tokens) per active stage
+
+    def _variant(self, slot: int, stage: "StageArch") -> str:
+        choices = self.space.stages[slot].families[stage.family]
+        separate = {k: v for k, v in stage.knob_items
+                    if FAMILIES[stage.family].knobs[k].separate_weights and len(choices[k]) > 1}
+        return _variant_key(stage.family, stage.stride, separate)
 
     def set_active(self, arch: "Arch") -> None:
-        if not self.space.contains(arch):
+        plan = self.space.slot_plan(arch)
+        if plan is None:
             raise ValueError(f"arch {arch.arch_id} is not a member of space {self.space.name}")
-        self.stem.set_active(arch.stem_width)
-        c_in = arch.stem_width
-        for families, stage in zip(self.stages, arch.stages):
-            families[stage.family].set_active(c_in, stage.width, stage.depth, stage.knobs)
+        self.stems[self.space.stem_of(arch).key].set_active(arch.stem_width)
+        c_in, self._path = arch.stem_width, []
+        for j, stage in zip(plan, arch.stages):
+            variant = self._variant(j, stage)
+            self.stages[j][variant].set_active(c_in, stage.width, stage.depth, stage.knobs)
+            projects = bool(arch.global_tokens) and c_in != stage.width
+            if projects:
+                self.token_projections[j].set_active(stage.width)
+            self._path.append((j, variant, projects))
             c_in = stage.width
-        self.head.set_active(arch.head_width, arch.head_knobs)
+        self.heads[self.space.head_of(arch).key].set_active(arch.head_width, arch.head_knobs)
         self.active = arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active is None:
+        arch = self.active
+        if arch is None:
             raise RuntimeError("call set_active(arch) before running the supernet")
-        x = self.stem(x)
-        for families, stage in zip(self.stages, self.active.stages):
+        x = self.stems[self.space.stem_of(arch).key](x)
+        tokens = None
+        if arch.global_tokens:
+            tokens = self.global_tokens[:, :arch.global_tokens, :arch.stem_width].expand(x.shape[0], -1, -1)
+        for (j, variant, projects), stage in zip(self._path, arch.stages):
+            if projects:
+                tokens = self.token_projections[j](tokens)
             if FAMILIES[stage.family].uses_tokens:
-                x, _ = families[stage.family](x, None)
+                x, tokens = self.stages[j][variant](x, tokens)
             else:
-                x = families[stage.family](x)
-        return self.head(x, None)
+                x = self.stages[j][variant](x)
+        return self.heads[self.space.head_of(arch).key](x, tokens)
 
     def extract(self, arch: "Arch") -> HybridNet:
         """A standalone network for `arch` on the supernet's device, carrying its weights (and BN statistics)."""
         self.set_active(arch)
         net = build(arch).to(next(self.parameters()).device)
-        copy_sliced_state(net.stem, self.stem)
-        for stage_module, families, stage in zip(net.stages, self.stages, arch.stages):
-            copy_sliced_state(stage_module, families[stage.family])
-        copy_sliced_state(net.head, self.head)
+        copy_sliced_state(net.stem, self.stems[self.space.stem_of(arch).key])
+        if net.global_tokens is not None:
+            with torch.no_grad():
+                net.global_tokens.copy_(self.global_tokens[:, :arch.global_tokens, :arch.stem_width])
+        for i, (j, variant, projects) in enumerate(self._path):
+            copy_sliced_state(net.stages[i], self.stages[j][variant])
+            if projects:
+                copy_sliced_state(net.token_projections[i], self.token_projections[j])
+        copy_sliced_state(net.head, self.heads[self.space.head_of(arch).key])
         return net.train(self.training)
+
+
+def _separate_combinations(family: str, knob_choices: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Every combination of the values offered for the family's separate-weight knobs that have several."""
+    combos: list[dict[str, Any]] = [{}]
+    for k, values in knob_choices.items():
+        if FAMILIES[family].knobs[k].separate_weights and len(values) > 1:
+            combos = [{**combo, k: value} for combo in combos for value in values]
+    return combos

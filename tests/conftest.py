@@ -9,6 +9,7 @@ import torch
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 TINY_SPACE = TESTS / "tiny_space.yaml"
+HYBRID_CPU_SPACE = ROOT / "search_spaces" / "hybrid_cpu.yaml"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +24,13 @@ def tiny_space():
     from nas.space import load_space
 
     return load_space(TINY_SPACE)
+
+
+@pytest.fixture(scope="session")
+def hybrid_cpu_space():
+    from nas.space import load_space
+
+    return load_space(HYBRID_CPU_SPACE)
 
 
 @pytest.fixture(scope="session")

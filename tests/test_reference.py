@@ -120,12 +120,30 @@ def test_timm_baseline_is_accepted_where_an_arch_file_is():
 def test_describe_reports_reference_sizes_and_membership():
     import json
 
-    result = run_nas("describe", REFERENCE / "ghostnet_100.yaml", "--json", "--space",
-                     ROOT / "search_spaces" / "cpu_small.yaml")
-    assert result.returncode == 0, result.stderr
-    described = json.loads(result.stdout)
-    assert described["params"] == 5182508 and described["name"] == "GhostNet-1.0x"
-    assert described["member"] is False
+    for space, member in (("cpu_small", False), ("hybrid", True)):
+        result = run_nas("describe", REFERENCE / "ghostnet_100.yaml", "--json", "--space",
+                         ROOT / "search_spaces" / f"{space}.yaml")
+        assert result.returncode == 0, result.stderr
+        described = json.loads(result.stdout)
+        assert described["params"] == 5182508 and described["name"] == "GhostNet-1.0x"
+        assert described["member"] is member
+
+
+@torch.no_grad()
+def test_references_extract_exactly_from_the_union_supernet():
+    """One 249M-parameter supernet for hybrid.yaml; each reference comes out with its own size and function."""
+    from nas.space import load_space
+    from supernet.network import HybridSupernet
+
+    torch.manual_seed(0)
+    supernet = HybridSupernet(load_space(ROOT / "search_spaces" / "hybrid.yaml")).eval()
+    for path in sorted(REFERENCE.glob("*.yaml")):
+        arch = load_arch(path)
+        net = supernet.extract(arch).eval()
+        assert count_params(net) == count_params(build(arch)), path.stem
+        x = torch.randn(1, 3, arch.resolution, arch.resolution)
+        supernet.set_active(arch)
+        assert torch.allclose(net(x), supernet(x), atol=1e-5, rtol=0), path.stem
 
 
 def test_unknown_timm_model_is_one_line_error():

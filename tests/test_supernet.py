@@ -16,12 +16,16 @@ def _eval_supernet(space) -> HybridSupernet:
 
 
 @torch.no_grad()
-def test_extracted_subnets_match_the_supernet_on_many_archs(tiny_space):
-    supernet = _eval_supernet(tiny_space)
+def test_extracted_subnets_match_the_supernet_on_many_archs(hybrid_cpu_space):
+    """The union space: every family, both stems, every head, global tokens, slots left out."""
+    import optuna
+
+    space = hybrid_cpu_space
+    supernet = _eval_supernet(space)
     x = torch.randn(2, 1, 32, 32)
     rng = random.Random(0)
-    archs = [tiny_space.smallest(), tiny_space.largest()] + [tiny_space.sample(rng) for _ in range(120)]
-    families_seen = set()
+    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(100)]
+    seen = set()
     for arch in archs:
         supernet.set_active(arch)
         expected = supernet(x)
@@ -29,8 +33,15 @@ def test_extracted_subnets_match_the_supernet_on_many_archs(tiny_space):
         assert torch.allclose(net(x), expected, atol=1e-5, rtol=0), arch.to_dict()
         assert count_params(net) == count_params(build(arch))
         assert not any(type(m).__name__.startswith("Elastic") for m in net.modules())
-        families_seen.update(s.family for s in arch.stages)
-    assert families_seen == {"ghost", "fwa"}
+        assert space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+        seen.update(s.family for s in arch.stages)
+        seen.update({("stem", arch.stem_type), ("head", arch.head_type), ("tokens", arch.global_tokens),
+                     ("stages", len(arch.stages))})
+        seen.update(("ffn", s.knobs["ffn"]) for s in arch.stages if "ffn" in s.knobs)
+    assert {"ghost", "fwa", "csa", "rasa", "saa", "lightvit"} <= seen
+    assert {("stem", "conv"), ("stem", "patch"), ("head", "conv"), ("head", "gap"), ("head", "lightvit"),
+            ("tokens", 0), ("tokens", 4), ("stages", 3), ("stages", 4)} <= seen
+    assert {("ffn", kind) for kind in ("mlp", "dwconv", "biattn", "ciffn")} <= seen
 
 
 def test_supernet_trains_through_any_member(tiny_space):

@@ -20,10 +20,11 @@ REQUIRED = object()  # marks a knob without a default
 class Knob:
     """One knob: a check on its values, the words for what it expects, whether it sizes weights, its default.
 
-    `per_block` knobs may also take a list with one value per block of the stage. A knob that is not
-    `searchable` takes one value per space (the supernet cannot share weights across its values yet). A
-    categorical knob whose values need more or fewer weights lists them lightest first in `weights_order`: the
-    supernet is built for the heaviest value offered and the lighter ones use part of it.
+    `per_block` knobs may also take a list with one value per block of the stage. A knob with
+    `separate_weights` changes the stage's structure (e.g. the FFN kind): the supernet holds one copy of the
+    stage per value offered. A categorical knob whose values need more or fewer weights lists them lightest
+    first in `weights_order`: the supernet is built for the heaviest value offered and the lighter ones use part
+    of it.
     """
 
     check: Callable[[Any], bool]
@@ -31,7 +32,7 @@ class Knob:
     sizes_weights: bool = False
     default: Any = REQUIRED
     per_block: bool = False
-    searchable: bool = True
+    separate_weights: bool = False
     weights_order: tuple[Any, ...] = ()
 
     def largest(self, choices: list[Any]) -> Any:

@@ -40,10 +40,10 @@ KNOBS = {
     "aggregator": Knob(one_of("avg", "max", "dwconv"), "avg, max or dwconv", weights_order=("avg", "max", "dwconv")),
     "normaliser": Knob(one_of("softmax", "relu", "relu_rowsum"), "softmax, relu or relu_rowsum"),
     "dim_ratio": Knob(lambda v: is_number(v) and v > 0, "a number > 0 (transformer dim / width)", True, default=1),
-    "local": Knob(one_of("dw", "ghost"), "dw or ghost (the local branch)", default="dw", searchable=False),
+    "local": Knob(one_of("dw", "ghost"), "dw or ghost (the local branch)", default="dw", separate_weights=True),
     "fusion": Knob(one_of("concat3", "concat1", "add"), "concat3, concat1 or add", default="concat3",
                    weights_order=("add", "concat1", "concat3")),
-    "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default="mlp", searchable=False),
+    "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default="mlp", separate_weights=True),
 }
 
 

@@ -27,7 +27,7 @@ KNOBS = {
     "se": Knob(lambda v: is_number(v) and 0 <= v < 1, "a squeeze-excite ratio in [0, 1); 0 turns SE off", True,
                per_block=True),
     "ratio": Knob(lambda v: is_int(v) and 2 <= v <= 4, "a ghost ratio: 2, 3 or 4 (output / primary channels)",
-                  default=2, searchable=False),
+                  default=2, separate_weights=True),
 }
 
 

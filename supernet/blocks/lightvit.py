@@ -299,7 +299,7 @@ class LightViTHead(nn.Module):
         self.classifier = ops.linear(width, num_classes)
         init_linears(self)
 
-    def set_active(self, width: int) -> None:
+    def set_active(self, width: int, knobs: Mapping[str, Any]) -> None:
         set_out(self.neck, width)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:

@@ -32,9 +32,9 @@ def transformer_knobs(ffn: str, downsample: str, cpe: bool = False) -> dict[str,
     return {
         "heads": Knob(lambda v: is_int(v) and v >= 1, "a number of attention heads >= 1 (must divide the width)"),
         "mlp_ratio": Knob(lambda v: is_number(v) and v > 0, "a number > 0 (FFN hidden width / width)", True),
-        "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default=ffn, searchable=False),
+        "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default=ffn, separate_weights=True),
         "downsample": Knob(one_of(*TRANSITIONS), " or ".join(TRANSITIONS) + " (the stage's transition)",
-                           default=downsample, searchable=False),
+                           default=downsample, separate_weights=True),
         "cpe": Knob(is_bool, "true or false (depthwise 3x3 position conv before each block)", default=cpe,
                     weights_order=(False, True)),
     }
