@@ -178,16 +178,21 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.data import load_data
     from nas.runs import RUNS_ROOT
     from nas.space import load_space
-    from supernet.training import TrainConfig, load_supernet_checkpoint, train_supernet
+    from supernet.training import TrainConfig, load_supernet_checkpoint, rank_and_world, train_supernet
 
     device = _device_and_threads(args)
-    if args.epochs < 1:
-        raise NasError("--epochs must be at least 1")
+    for option in ("epochs", "batch_size", "checkpoint_every"):
+        if getattr(args, option) < 1:
+            raise NasError(f"--{option.replace('_', '-')} must be at least 1")
     space = load_space(args.space)
     data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
     space = space.with_num_classes(data.num_classes)
     run_dir = Path(args.run_dir) if args.run_dir else RUNS_ROOT / f"supernet-{space.name}"
-    path = train_supernet(space, data, run_dir, TrainConfig(epochs=args.epochs, seed=args.seed), device, log)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, distill=args.distill,
+                         checkpoint_every=args.checkpoint_every)
+    path = train_supernet(space, data, run_dir, config, device, log)
+    if rank_and_world()[0] != 0:  # under torchrun, rank 0 reports
+        return 0
     history = load_supernet_checkpoint(path, space)["history"]
     _emit({"checkpoint": str(path), "history": history}, args.json,
           [f"supernet checkpoint: {path}", f"largest member val accuracy {history[-1]['val_acc_largest']:.3f}, "
@@ -458,11 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
     supernet_sub = _group(sub, "supernet", "supernet commands",
                           "nas supernet train --space search_spaces/cpu_small.yaml", "supernet_command")
     train = _command(supernet_sub, "train", cmd_supernet_train, "train a weight-sharing supernet (sandwich rule, "
-                     "in-place distillation); re-run to resume",
+                     "in-place distillation); re-run to resume, to the step; under torchrun, on several processes "
+                     "(torchrun --nproc_per_node=N -m nas supernet train ...)",
                      "nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small --epochs 6")
     train.add_argument("--space", required=True, help="search-space YAML")
     train.add_argument("--run-dir", help="output folder (default: runs/supernet-SPACE)")
     train.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
+    train.add_argument("--batch-size", type=int, default=128,
+                       help="images per step, split across the processes under torchrun (default: 128)")
+    train.add_argument("--distill", choices=("kl", "alpha"), default="kl",
+                       help="distillation loss of the smaller members: kl, or alpha for AlphaNet's adaptive "
+                            "alpha-divergence (default: kl)")
+    train.add_argument("--checkpoint-every", type=int, default=20,
+                       help="optimiser steps between checkpoints, besides one each epoch (default: 20)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     _data_options(train)

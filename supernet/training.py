@@ -30,6 +30,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -167,6 +168,8 @@ def wrap_for_ranks(model: HybridSupernet, device: torch.device) -> torch.nn.Modu
     """`model` in DistributedDataParallel when in a process group of several ranks, else `model` itself."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return model
+    # 1x1 convolution weights get gradients whose strides differ on their size-1 dimensions only: harmless
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True)
 

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import yaml
 
 from nas.errors import NasError
 from nas.runs import load_checkpoint
-from supernet.training import TrainConfig, load_supernet, train_supernet
+from supernet.training import (TrainConfig, adaptive_alpha_divergence, alpha_divergence, load_supernet,
+                               train_supernet)
 from tests.conftest import ROOT, TINY_SPACE
 
 
@@ -40,28 +42,96 @@ def test_checkpoint_errors_are_one_clear_line(tiny_space, small_data, tmp_path):
         load_supernet(trained, load_space(ROOT / "search_spaces" / "cpu_small.yaml"))
 
 
-def _states(path):
-    return load_checkpoint(path, "nas-supernet" if path.name == "supernet.pt" else "nas-model")["model"]
+def test_resuming_with_another_recipe_is_refused(tiny_supernet, tmp_path):
+    # a mid-epoch checkpoint is only meaningful for the batches and members the same recipe draws
+    from nas.data import load_data
+    from nas.space import load_space
+
+    data = load_data(limit_train=512)
+    space = load_space(TINY_SPACE).with_num_classes(data.num_classes)
+    (tmp_path / "supernet.pt").write_bytes(tiny_supernet.read_bytes())
+    with pytest.raises(NasError, match=r"trained with batch_size 128 \(not 64\), distill kl \(not alpha\)"):
+        train_supernet(space, data, tmp_path, TrainConfig(epochs=2, batch_size=64, distill="alpha"),
+                       torch.device("cpu"), log=lambda _: None)
+
+
+def _divergence_inputs():
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(6, 10, generator=generator, dtype=torch.float64)
+    teacher = (student + torch.randn(6, 10, generator=generator, dtype=torch.float64)).log_softmax(dim=-1)
+    return student.requires_grad_(), teacher
+
+
+@pytest.mark.parametrize("alpha", [-1.0, 0.0, 0.5, 1.0, 2.0])
+def test_alpha_divergence_is_zero_only_for_the_teacher(alpha):
+    student, teacher = _divergence_inputs()
+    same = teacher.clone().requires_grad_()
+    at_teacher = alpha_divergence(same, teacher, alpha)
+    at_teacher.sum().backward()
+    assert torch.allclose(at_teacher, torch.zeros(6, dtype=torch.float64), atol=1e-12)
+    assert same.grad.abs().max() < 1e-12  # a minimum
+    assert (alpha_divergence(student, teacher, alpha) > 1e-3).all()
+
+
+def test_alpha_divergence_tends_to_the_two_kl_divergences():
+    student, teacher = _divergence_inputs()
+    q, p = student.log_softmax(dim=-1), teacher
+    kl_q_p, kl_p_q = (q.exp() * (q - p)).sum(-1), (p.exp() * (p - q)).sum(-1)
+    for near_zero in (1e-3, -1e-4, 1e-5):
+        assert torch.allclose(alpha_divergence(student, teacher, near_zero), kl_q_p, rtol=3 * abs(near_zero))
+    for near_one in (1 + 1e-3, 1 - 1e-4, 1 + 1e-5):
+        assert torch.allclose(alpha_divergence(student, teacher, near_one), kl_p_q, rtol=3 * abs(near_one - 1))
+    assert torch.allclose(alpha_divergence(student, teacher, 0.0), kl_q_p)
+    assert torch.allclose(alpha_divergence(student, teacher, 1.0), kl_p_q)
+
+
+def test_alpha_divergence_gradient_is_exact_until_clipped():
+    student, teacher = _divergence_inputs()
+    q = student.log_softmax(dim=-1)
+    for alpha in (-1.0, 0.5, 2.0):
+        exact = ((q.exp() * torch.expm1(alpha * (teacher - q))).sum(-1) / (alpha * (alpha - 1))).sum()
+        (exact_grad,) = torch.autograd.grad(exact, student, retain_graph=True)
+        (unclipped,) = torch.autograd.grad(alpha_divergence(student, teacher, alpha, clip=1e9).sum(), student)
+        (clipped,) = torch.autograd.grad(alpha_divergence(student, teacher, alpha, clip=1.5).sum(), student)
+        assert torch.allclose(unclipped, exact_grad, atol=1e-12)
+        assert not torch.allclose(clipped, exact_grad, atol=1e-3)  # these inputs have ratios beyond the clip
+
+
+def test_adaptive_alpha_divergence_takes_the_larger_per_sample():
+    student, teacher = torch.zeros(2, 10, dtype=torch.float64), torch.zeros(2, 10, dtype=torch.float64)
+    teacher[0, :2], student[0, 0], student[0, 1] = 3, 3, -3  # misses one of the teacher's two likely classes
+    teacher[1, 0], student[1, 0] = -3, 3  # favours a class the teacher rules out
+    teacher = teacher.log_softmax(dim=-1)
+    low, high = alpha_divergence(student, teacher, -1.0), alpha_divergence(student, teacher, 1.0)
+    assert high[0] > low[0] and low[1] > high[1]  # alpha = 1 penalises the first more, alpha = -1 the second
+    assert torch.allclose(adaptive_alpha_divergence(student, teacher), (high[0] + low[1]) / 2)
+
+
+def _payload(path):
+    return load_checkpoint(path, "nas-supernet" if path.name == "supernet.pt" else "nas-model")
+
+
+# One thread: bit-equal results need the same thread count in every run, and on a busy machine it is much faster
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _kill_after_first_checkpoint(command, checkpoint):
     process = subprocess.Popen([sys.executable, "-m", "nas", *command], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, env=ONE_THREAD)
     deadline = time.time() + 120
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert checkpoint.exists()
-    assert load_checkpoint(checkpoint, "nas-supernet" if checkpoint.name == "supernet.pt" else "nas-model")["epoch"] < 3
+    return _payload(checkpoint)
 
 
 @pytest.mark.parametrize("job", ["supernet", "retrain"])
 def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
-    if job == "supernet":
+    if job == "supernet":  # 2 epochs of 2 steps, a checkpoint after every step: the first is mid-epoch
         def command(run_dir):
-            return ["supernet", "train", "--space", TINY_SPACE, "--epochs", 3, "--limit-train", 256,
-                    "--run-dir", run_dir]
+            return ["supernet", "train", "--space", TINY_SPACE, "--epochs", 2, "--limit-train", 64, "--batch-size", 32,
+                    "--checkpoint-every", 1, "--run-dir", run_dir]
         checkpoint, final = "supernet.pt", "supernet.pt"
     else:
         arch_file = tmp_path / "arch.yaml"
@@ -71,17 +141,24 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
             return ["retrain", arch_file, "--epochs", 3, "--limit-train", 512, "--run-dir", run_dir]
         checkpoint, final = "checkpoint.pt", "model.pt"
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
-    for run_dir in (killed, straight):
-        result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(run_dir))], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        if run_dir == killed:
-            assert "resuming" in result.stderr
-    resumed, uninterrupted = _states(killed / final), _states(straight / final)
-    assert resumed.keys() == uninterrupted.keys()
-    for name in resumed:
-        assert torch.equal(resumed[name], uninterrupted[name]), name
+    uninterrupted_run = subprocess.Popen([sys.executable, "-m", "nas", *map(str, command(straight))], cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    payload = _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
+    if job == "supernet":
+        assert payload["step"] > 0  # killed mid-epoch
+    else:
+        assert payload["epoch"] < 3
+    result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(killed))], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    assert uninterrupted_run.wait(timeout=300) == 0, uninterrupted_run.stderr.read()
+    resumed, uninterrupted = _payload(killed / final), _payload(straight / final)
+    assert resumed["model"].keys() == uninterrupted["model"].keys()
+    for name in resumed["model"]:
+        assert torch.equal(resumed["model"][name], uninterrupted["model"][name]), name
+    if job == "supernet":  # the loss of the epoch the kill split is summed over both processes
+        assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]
 
 
 def test_a_killed_search_resumes_without_losing_completed_trials(tmp_path, tiny_supernet):

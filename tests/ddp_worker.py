@@ -1,0 +1,38 @@
+"""Run by tests/test_ddp.py, as one process or under torchrun: three sandwich steps on fixed global batches, then
+each rank writes its weights to OUT/rank<R>.pt.
+
+BatchNorm is kept in eval mode (running statistics), so how the batch is split across ranks cannot change a
+forward pass; what is left to differ from one process is how the ranks' gradients are combined. Plain SGD keeps a
+rounding-level difference in the gradients a rounding-level difference in the weights (AdamW's first step would
+turn any nonzero gradient into +-lr).
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from nas.runs import save_checkpoint
+from nas.space import load_space
+from supernet.network import HybridSupernet
+from supernet.training import Precision, TrainConfig, process_group, rank_and_world, train_step, wrap_for_ranks
+
+
+def main(space_file: str, out: Path, distill: str) -> None:
+    space = load_space(space_file)
+    config = TrainConfig(distill=distill, random_subnets=2)
+    with process_group(torch.device("cpu")) as device:
+        torch.manual_seed(0)
+        model = HybridSupernet(space).eval()
+        net = wrap_for_ranks(model, device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(0)
+        for step in range(3):
+            xb = torch.randn(13, space.in_channels, 32, 32, generator=generator)  # 13: slices of 7 and 6 images
+            yb = torch.randint(0, space.num_classes, (13,), generator=generator)
+            train_step(net, space, xb, yb, step, config, optimizer, Precision(device))
+        save_checkpoint(out / f"rank{rank_and_world()[0]}.pt", {"format": "nas-supernet", "model": model.state_dict()})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3])

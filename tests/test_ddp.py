@@ -1,0 +1,66 @@
+"""Training on several processes under torchrun (gloo on CPU)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from nas.runs import load_checkpoint
+from supernet.training import load_supernet
+from tests.conftest import ROOT, TESTS, TINY_SPACE
+
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2"]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a small machine; torchrun sets it anyway
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path):
+    # With BatchNorm in eval mode (see tests/ddp_worker.py) the split across ranks cannot matter, so the two ranks
+    # must end equal to each other exactly, and to one process on the whole batches up to rounding: this checks that
+    # DDP averages the gradients summed over the sandwich's members (no_sync on all but the last backward, members
+    # using different parameters), weighted by each rank's share of an uneven batch.
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable, str(TESTS / "ddp_worker.py"), str(TINY_SPACE), str(one), "alpha"])
+    _run([*TORCHRUN, str(TESTS / "ddp_worker.py"), str(TINY_SPACE), str(two), "alpha"])
+    alone = load_checkpoint(one / "rank0.pt", "nas-supernet")["model"]
+    rank0 = load_checkpoint(two / "rank0.pt", "nas-supernet")["model"]
+    rank1 = load_checkpoint(two / "rank1.pt", "nas-supernet")["model"]
+    initial = _initial_weights()
+    assert alone.keys() == rank0.keys() == rank1.keys()
+    for name in alone:
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.allclose(rank0[name], alone[name], atol=1e-5), name
+    assert any(not torch.equal(alone[name], initial[name]) for name in alone)  # it trained
+
+
+def _initial_weights() -> dict:
+    from nas.space import load_space
+    from supernet.network import HybridSupernet
+
+    torch.manual_seed(0)
+    return HybridSupernet(load_space(TINY_SPACE)).state_dict()
+
+
+def test_torchrun_trains_a_supernet_on_two_processes(tmp_path):
+    # Training mode: BatchNorm normalises each rank's slice with its own statistics, so this run is not compared
+    # with one process (the test above checks the gradient averaging); it must finish, report once, and leave one
+    # loadable checkpoint holding the end of the epoch.
+    run_dir = tmp_path / "run"
+    result = _run([*TORCHRUN, "-m", "nas", "supernet", "train", "--space", str(TINY_SPACE), "--epochs", "1",
+                   "--limit-train", "96", "--batch-size", "32", "--distill", "alpha", "--run-dir", str(run_dir)])
+    assert result.stdout.count("supernet checkpoint:") == 1
+    assert result.stderr.count("supernet epoch 1/1: loss") == 1
+    assert sorted(p.name for p in run_dir.iterdir()) == ["supernet.pt", "train_config.yaml"]
+    payload = load_checkpoint(run_dir / "supernet.pt", "nas-supernet")
+    assert (payload["epoch"], payload["step"], payload["config"]["distill"]) == (1, 0, "alpha")
+    assert torch.isfinite(torch.tensor(payload["history"][0]["loss"]))
+    from nas.space import load_space
+
+    load_supernet(run_dir / "supernet.pt", load_space(TINY_SPACE))
