@@ -201,6 +201,37 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- supernet rank --------------------------------------------------------------------------------------------
+def cmd_supernet_rank(args: argparse.Namespace) -> int:
+    from nas.data import load_data
+    from nas.rank import describe_statistic, rank_supernet
+    from nas.space import load_space
+    from supernet.training import load_supernet
+
+    if args.subnets < 3 or args.epochs < 1:
+        raise NasError("--subnets must be at least 3 and --epochs at least 1")
+    device = _device_and_threads(args)
+    supernet_path = Path(args.supernet)
+    if not supernet_path.is_file():
+        raise NasError(f"--supernet {supernet_path}: no such checkpoint file; pass one from `nas supernet train`")
+    space = load_space(args.space)
+    data = load_data(args.data, seed=args.seed, limit_train=args.limit_train)
+    space = space.with_num_classes(data.num_classes)
+    supernet = load_supernet(supernet_path, space).to(device)
+    run_dir = Path(args.run_dir) if args.run_dir else supernet_path.parent / "rank"
+    result = rank_supernet(space, supernet, supernet_path, data, run_dir, args.subnets, args.epochs, args.seed,
+                           device, log)
+    lines = [f"{'arch id':12}  {'M MACs':>7}  {'params':>9}  {'inherited':>9}  {'standalone':>10}"]
+    lines += [f"{r['arch_id']:12}  {r['macs'] / 1e6:7.2f}  {r['params']:9,}  {r['inherited']:9.3f}  "
+              f"{r['standalone']:10.3f}" for r in result["subnets"]]
+    lines += [f"Kendall tau-b {describe_statistic(result['kendall_tau'])}",
+              f"Spearman rho  {describe_statistic(result['spearman_rho'])}",
+              f"({args.epochs} standalone epoch(s) each; {result['bootstrap_resamples']} bootstrap resamples)",
+              f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
+    _emit({**result, "run_dir": str(run_dir)}, args.json, lines)
+    return 0
+
+
 # ---- retrain --------------------------------------------------------------------------------------------------
 def cmd_retrain(args: argparse.Namespace) -> int:
     from nas.arch import load_arch, read_yaml
@@ -479,6 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     _data_options(train)
+    rank = _command(supernet_sub, "rank", cmd_supernet_rank, "measure how well a trained supernet ranks its "
+                    "sub-networks: inherited against standalone-trained accuracy (Kendall tau, Spearman rho); "
+                    "re-run to resume",
+                    "nas supernet rank --space search_spaces/cpu_small.yaml --supernet runs/supernet-small/supernet.pt "
+                    "--subnets 10 --epochs 3")
+    rank.add_argument("--space", required=True, help="search-space YAML the supernet was trained for")
+    rank.add_argument("--supernet", required=True, help="supernet checkpoint from `nas supernet train`")
+    rank.add_argument("--subnets", type=int, default=10, help="sub-networks, stratified over MACs (default: 10)")
+    rank.add_argument("--epochs", type=int, default=3, help="standalone training epochs per sub-network (default: 3)")
+    rank.add_argument("--run-dir", help="output folder (default: rank/ beside the supernet checkpoint)")
+    rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    rank.add_argument("--json", action="store_true", help="print the result as JSON")
+    _data_options(rank)
     return parser
 
 

@@ -50,15 +50,10 @@ def load_model(path: str | Path) -> nn.Module:
     return model.eval()
 
 
-def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
-            runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
-            expected_p90_ms: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json.
-
-    `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml), used to
-    recognise a disturbed re-measurement.
-    """
-    checkpoint = run_dir / "checkpoint.pt"
+def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.device, checkpoint: Path,
+                     log: Callable[[str], None] = print) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train `arch` from scratch for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`;
+    returns the model and the per-epoch history (training loss, validation top-1, seconds)."""
     torch.manual_seed(recipe.seed)
     model = build(arch).to(device)
     x, y = data.tensors("train", arch.resolution, arch.in_channels)
@@ -101,6 +96,18 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
                                          "optimizer": optimizer.state_dict()})
             log(f"retrain epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f}, "
                 f"val top-1 {record['val_acc']:.3f} ({record['seconds']:.0f} s)")
+    return model, history
+
+
+def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
+            runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
+            expected_p90_ms: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json.
+
+    `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml), used to
+    recognise a disturbed re-measurement.
+    """
+    model, history = train_standalone(arch, data, recipe, device, run_dir / "checkpoint.pt", log)
 
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))

@@ -1,0 +1,210 @@
+"""How far a trained supernet's order of its sub-networks can be trusted: inherited against standalone accuracy.
+
+Sub-networks are drawn stratified over the MAC range (a pool of random members sorted by MACs, cut into
+equal-count strata, one drawn from each), so the ranking is judged across the whole space rather than its
+crowded middle. Each gets its supernet-inherited validation accuracy and the validation accuracy of a short
+standalone training from scratch; Kendall tau-b and Spearman rho between the two, with bootstrap 95 % intervals,
+say how well the supernet ranks. Each sub-network's result is saved as it finishes, so a run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from nas.arch import Arch
+from nas.complexity import count_macs, count_params
+from nas.data import Splits
+from nas.errors import NasError
+from nas.evaluate import inherited_accuracy
+from nas.report import _finish, plt
+from nas.retrain import Recipe, train_standalone
+from nas.runs import atomic_write, file_hash, write_json
+from supernet.network import build
+
+if TYPE_CHECKING:
+    from nas.space import SearchSpace
+    from supernet.network import HybridSupernet
+
+POOL_FACTOR = 10  # candidates sampled per requested sub-network before stratifying
+BOOTSTRAP_RESAMPLES = 1000
+T = TypeVar("T")
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+def kendall_tau_b(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Kendall's tau-b: the summed sign agreement of all pairs over the geometric mean of the pairs untied in
+    each variable (ties count in neither); None where a variable is constant and tau is undefined."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    i, j = np.triu_indices(len(a), k=1)
+    sign_a, sign_b = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    untied = float(np.abs(sign_a).sum() * np.abs(sign_b).sum())
+    return float((sign_a * sign_b).sum() / np.sqrt(untied)) if untied else None
+
+
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of the ranks they span."""
+    values = np.asarray(values, dtype=float)
+    ordered = np.sort(values)
+    below = np.searchsorted(ordered, values, side="left")
+    up_to = np.searchsorted(ordered, values, side="right")
+    return (below + 1 + up_to) / 2
+
+
+def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rho: Pearson correlation of the tie-averaged ranks; None where a variable is constant."""
+    rank_a, rank_b = average_ranks(a), average_ranks(b)
+    da, db = rank_a - rank_a.mean(), rank_b - rank_b.mean()
+    spread = float(np.sqrt((da * da).sum() * (db * db).sum()))
+    return float((da * db).sum() / spread) if spread else None
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray, np.ndarray], float | None], a: Sequence[float],
+                 b: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float] | None:
+    """Percentile 95 % interval of `statistic` over pairs resampled with replacement (resamples where it is
+    undefined are left out); None if it is undefined in all of them."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        index = rng.integers(0, len(a), len(a))
+        value = statistic(a[index], b[index])
+        if value is not None:
+            values.append(value)
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
+
+
+def rank_statistics(inherited: Sequence[float], standalone: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """Kendall tau-b and Spearman rho of inherited against standalone accuracy, each with its bootstrap CI."""
+    return {name: {"value": statistic(inherited, standalone),
+                   "ci95": bootstrap_ci(statistic, inherited, standalone, seed=seed)}
+            for name, statistic in (("kendall_tau", kendall_tau_b), ("spearman_rho", spearman_rho))}
+
+
+# ---- sampling -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Subnet:
+    arch: Arch
+    macs: int
+    params: int
+
+
+def measure_subnet(arch: Arch) -> Subnet:
+    model = build(arch)
+    return Subnet(arch, count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
+                  count_params(model))
+
+
+def stratified_sample(space: "SearchSpace", count: int, seed: int, pool_factor: int = POOL_FACTOR) -> list[Subnet]:
+    """`count` distinct members spread over the space's MAC range, in ascending MACs: a pool of random members
+    sorted by MACs is cut into `count` equal-count strata and one member is drawn from each."""
+    from tqdm import tqdm
+
+    rng = random.Random(seed)
+    pool: dict[str, Arch] = {}
+    for _ in range(pool_factor * count):
+        arch = space.sample(rng)
+        pool.setdefault(arch.arch_id, arch)
+    if len(pool) < count:
+        raise NasError(f"space {space.name!r} gave only {len(pool)} distinct members in {pool_factor * count} "
+                       f"samples; pass fewer --subnets")
+    measured = sorted((measure_subnet(arch) for arch in tqdm(pool.values(), desc="counting MACs of the pool",
+                                                             unit="arch", leave=False, disable=None)),
+                      key=lambda s: (s.macs, s.arch.arch_id))
+    return stratify(measured, count, rng)
+
+
+def stratify(ordered: Sequence[T], count: int, rng: random.Random) -> list[T]:
+    """One item drawn at random from each of `count` consecutive, equal-count strata of `ordered`."""
+    bounds = [round(k * len(ordered) / count) for k in range(count + 1)]
+    return [ordered[rng.randrange(low, high)] for low, high in zip(bounds, bounds[1:])]
+
+
+# ---- the ranking run ------------------------------------------------------------------------------------------
+def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: int, seed: int) -> list[Subnet]:
+    """The sub-networks of this run: read from `run_dir` when it holds the same ranking, else sampled and saved.
+    A folder holding anything else is refused, never overwritten."""
+    path = run_dir / "rank_plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        differs = sorted(k for k, v in settings.items() if plan["settings"].get(k) != v)
+        if differs:
+            raise NasError(f"{run_dir} holds a ranking with other settings ({', '.join(differs)} differ); pass a "
+                           "new --run-dir, or the original options to resume it")
+        return [Subnet(Arch.from_dict(s["arch"], str(path)), s["macs"], s["params"]) for s in plan["subnets"]]
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise NasError(f"{run_dir} exists and is not a nas supernet rank folder; pass a new --run-dir")
+    subnets = stratified_sample(space, count, seed)
+    write_json(path, {"settings": settings, "subnets": [
+        {"arch_id": s.arch.arch_id, "macs": s.macs, "params": s.params, "arch": s.arch.to_dict()} for s in subnets]})
+    return subnets
+
+
+def rank_supernet(space: "SearchSpace", supernet: "HybridSupernet", supernet_path: Path, data: Splits,
+                  run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Rank `count` stratified sub-networks by supernet-inherited and by standalone accuracy in `run_dir`
+    (resuming it); writes rank.json and rank.png and returns rank.json's content."""
+    from tqdm import tqdm
+
+    settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
+                "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed}
+    subnets = _plan(run_dir, settings, space, count, seed)
+    results = run_dir / "rank_results.jsonl"
+    done = {}
+    if results.is_file():
+        done = {row["arch_id"]: row for row in map(json.loads, results.read_text().splitlines())}
+        log(f"resuming {run_dir}: {len(done)}/{count} sub-networks already ranked")
+    recipe = Recipe(epochs=epochs, seed=seed)
+    with tqdm(total=count, initial=len(done), desc="ranking sub-networks", unit="subnet", disable=None) as bar:
+        for subnet in subnets:
+            arch = subnet.arch
+            if arch.arch_id in done:
+                continue
+            began = time.perf_counter()
+            inherited = inherited_accuracy(supernet.extract(arch), arch, data)
+            _, history = train_standalone(arch, data, recipe, device, run_dir / "standalone" / f"{arch.arch_id}.pt",
+                                          log=lambda _: None)
+            done[arch.arch_id] = {"arch_id": arch.arch_id, "macs": subnet.macs, "params": subnet.params,
+                                  "inherited": inherited, "standalone": history[-1]["val_acc"],
+                                  "seconds": round(time.perf_counter() - began, 1)}
+            atomic_write(results, "".join(json.dumps(row) + "\n" for row in done.values()).encode())
+            bar.update()
+            log(f"{arch.arch_id} ({subnet.macs / 1e6:.2f} M MACs): inherited {inherited:.3f}, standalone "
+                f"{history[-1]['val_acc']:.3f}")
+    rows = [done[s.arch.arch_id] for s in subnets]
+    statistics = rank_statistics([r["inherited"] for r in rows], [r["standalone"] for r in rows], seed)
+    result = {"subnets": rows, **statistics, "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+              "settings": {**settings, "space": space.name, "supernet": str(supernet_path), "device": str(device),
+                           "pool": POOL_FACTOR * count, "recipe": asdict(recipe)}}
+    write_json(run_dir / "rank.json", result)
+    plot_rank(rows, statistics, run_dir / "rank.png", f"{space.name}: supernet ranking of {len(rows)} sub-networks")
+    return result
+
+
+def describe_statistic(entry: dict[str, Any]) -> str:
+    """'0.600 (95 % CI 0.200 to 0.900)', or 'undefined' where a variable was constant."""
+    if entry["value"] is None:
+        return "undefined (constant accuracies)"
+    ci = entry["ci95"]
+    return f"{entry['value']:.3f} (95 % CI {ci[0]:.3f} to {ci[1]:.3f})"
+
+
+def plot_rank(rows: list[dict], statistics: dict[str, Any], path: Path, title: str) -> None:
+    """Standalone against inherited accuracy, one point per sub-network coloured by MACs."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
+    points = ax.scatter([r["inherited"] for r in rows], [r["standalone"] for r in rows], s=22,
+                        c=[r["macs"] / 1e6 for r in rows], cmap="viridis", label="sub-network")
+    fig.colorbar(points, ax=ax, label="M MACs")
+    ax.set_xlabel("validation accuracy, supernet weights (BN recalibrated)")
+    ax.set_ylabel("validation accuracy, trained standalone")
+    tau, rho = statistics["kendall_tau"]["value"], statistics["spearman_rho"]["value"]
+    _finish(fig, ax, path, f"{title}\nKendall τ-b {'n/a' if tau is None else f'{tau:.2f}'}, "
+            f"Spearman ρ {'n/a' if rho is None else f'{rho:.2f}'}")

@@ -1,0 +1,160 @@
+import itertools
+import json
+import math
+import random
+
+import pytest
+
+from nas.cli import main
+from nas.rank import average_ranks, bootstrap_ci, kendall_tau_b, measure_subnet, spearman_rho, stratified_sample, \
+    stratify
+from tests.conftest import ROOT, TINY_SPACE, run_nas
+
+
+def brute_force_tau_b(a, b):
+    """Kendall tau-b from its definition: (C - D) / sqrt((n0 - n1)(n0 - n2)), n1/n2 the pairs tied in a/b."""
+    concordant = discordant = tied_a = tied_b = 0
+    for (a1, b1), (a2, b2) in itertools.combinations(zip(a, b), 2):
+        tied_a += a1 == a2
+        tied_b += b1 == b2
+        if a1 != a2 and b1 != b2:
+            concordant += (a1 < a2) == (b1 < b2)
+            discordant += (a1 < a2) != (b1 < b2)
+    pairs = len(a) * (len(a) - 1) // 2
+    return (concordant - discordant) / math.sqrt((pairs - tied_a) * (pairs - tied_b))
+
+
+def brute_force_rho(a, b):
+    """Pearson correlation of ranks, each rank 1 + (values below) + (other values equal) / 2."""
+    def ranks(values):
+        return [1 + sum(w < v for w in values) + (sum(w == v for w in values) - 1) / 2 for v in values]
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def test_perfect_and_reversed_orders():
+    a = [0.1, 0.4, 0.2, 0.9, 0.5]
+    same = [10 * x + 3 for x in a]
+    assert kendall_tau_b(a, same) == pytest.approx(1.0) and spearman_rho(a, same) == pytest.approx(1.0)
+    reversed_ = [-x for x in a]
+    assert kendall_tau_b(a, reversed_) == pytest.approx(-1.0) and spearman_rho(a, reversed_) == pytest.approx(-1.0)
+    assert bootstrap_ci(kendall_tau_b, a, same) == pytest.approx([1.0, 1.0])
+
+
+def test_ties_by_hand_and_against_the_definitions():
+    # pairs of (a, b) = (1,1) (2,3) (2,2) (3,3): 4 concordant, one tied in a only, one in b only -> 4 / sqrt(5 * 5)
+    a, b = [1, 2, 2, 3], [1, 3, 2, 3]
+    assert kendall_tau_b(a, b) == pytest.approx(0.8)
+    # ranks (1, 2.5, 2.5, 4) and (1, 3.5, 2, 3.5): covariance 3.75, variances 4.5 -> 0.8333
+    assert list(average_ranks(a)) == [1, 2.5, 2.5, 4] and list(average_ranks(b)) == [1, 3.5, 2, 3.5]
+    assert spearman_rho(a, b) == pytest.approx(3.75 / 4.5)
+    rng = random.Random(0)
+    for _ in range(50):
+        n = rng.randint(3, 9)
+        x, y = [rng.randint(0, 3) for _ in range(n)], [rng.randint(0, 3) for _ in range(n)]
+        if len(set(x)) > 1 and len(set(y)) > 1:
+            assert kendall_tau_b(x, y) == pytest.approx(brute_force_tau_b(x, y))
+            assert spearman_rho(x, y) == pytest.approx(brute_force_rho(x, y))
+
+
+def test_constant_accuracies_leave_the_statistics_undefined():
+    assert kendall_tau_b([1, 2, 3], [0.5, 0.5, 0.5]) is None
+    assert spearman_rho([0.5, 0.5, 0.5], [1, 2, 3]) is None
+    assert bootstrap_ci(spearman_rho, [1, 1, 1], [1, 2, 3]) is None
+
+
+def test_stratify_draws_one_from_each_equal_count_stratum():
+    picked = stratify(list(range(30)), 3, random.Random(0))
+    assert [p // 10 for p in picked] == [0, 1, 2]
+    assert stratify(list(range(10)), 10, random.Random(1)) == list(range(10))
+
+
+def test_stratified_sample_spans_the_mac_range_with_distinct_members(tiny_space):
+    chosen = stratified_sample(tiny_space, 4, seed=0, pool_factor=5)
+    assert len({s.arch.arch_id for s in chosen}) == 4 and all(tiny_space.contains(s.arch) for s in chosen)
+    macs = [s.macs for s in chosen]
+    assert macs == sorted(macs)
+    # the pool is the first 20 draws of the seeded sampler; pick k lies in quarter k of the pool's MAC order,
+    # so the picks span the range from the lowest quarter to the highest
+    rng = random.Random(0)
+    pool = {arch.arch_id: arch for arch in (tiny_space.sample(rng) for _ in range(20))}
+    ordered = sorted(measure_subnet(arch).macs for arch in pool.values())
+    bounds = [round(k * len(ordered) / 4) for k in range(5)]
+    for k, value in enumerate(macs):
+        assert ordered[bounds[k]] <= value <= ordered[bounds[k + 1] - 1]
+
+
+def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
+    run_dir = tmp_path / "rank"
+    command = ["supernet", "rank", "--space", TINY_SPACE, "--supernet", tiny_supernet, "--subnets", 3,
+               "--limit-train", 3000, "--run-dir", run_dir, "--epochs", 1]
+    first = run_nas(*command, "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads((run_dir / "rank.json").read_text())
+    assert json.loads(first.stdout)["kendall_tau"] == result["kendall_tau"]
+    rows = result["subnets"]
+    assert len({r["arch_id"] for r in rows}) == 3 and [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
+    for r in rows:
+        assert 0 <= r["inherited"] <= 1 and 0 <= r["standalone"] <= 1 and r["params"] > 0
+    for name in ("kendall_tau", "spearman_rho"):
+        value, (low, high) = result[name]["value"], result[name]["ci95"]
+        assert -1 <= low <= value <= high <= 1, result[name]
+    assert result["settings"]["subnets"] == 3 and result["settings"]["epochs"] == 1
+    assert (run_dir / "rank.png").stat().st_size > 1000
+
+    # a run cut short after two sub-networks finishes only the third
+    results = run_dir / "rank_results.jsonl"
+    finished = results.read_text().splitlines()
+    results.write_text("\n".join(finished[:2]) + "\n")
+    (run_dir / "standalone" / f"{rows[2]['arch_id']}.pt").unlink()
+    kept = {r["arch_id"]: (run_dir / "standalone" / f"{r['arch_id']}.pt").stat().st_mtime_ns for r in rows[:2]}
+    again = run_nas(*command)
+    assert again.returncode == 0, again.stderr
+    assert "2/3 sub-networks already ranked" in again.stderr
+    assert {a: (run_dir / "standalone" / f"{a}.pt").stat().st_mtime_ns for a in kept} == kept
+    assert results.read_text().splitlines()[:2] == finished[:2]
+    assert json.loads((run_dir / "rank.json").read_text())["subnets"][2]["arch_id"] == rows[2]["arch_id"]
+    assert "Kendall tau-b" in again.stdout and "Spearman rho" in again.stdout
+
+    # the same folder with other settings is refused
+    assert_cli_error(run_in_process(*command[:-1], 2), "other settings", "epochs")
+
+
+def run_in_process(*args):
+    """Run the CLI in this process; returns (exit code, stderr lines)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, err.getvalue().strip().splitlines()
+
+
+def assert_cli_error(outcome, *fragments):
+    code, lines = outcome
+    assert code == 2 and len(lines) == 1, lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_errors_are_one_line(tmp_path, tiny_supernet):
+    base = ["supernet", "rank", "--space", TINY_SPACE, "--limit-train", 512, "--run-dir", tmp_path / "run"]
+    assert_cli_error(run_in_process(*base, "--supernet", tmp_path / "none.pt"), "none.pt", "no such checkpoint")
+    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--subnets", 2), "--subnets", "at least 3")
+    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--epochs", 0), "--epochs", "at least 1")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    assert_cli_error(run_in_process(*base, "--supernet", corrupt), "not a readable checkpoint")
+    other_space = ["supernet", "rank", "--space", ROOT / "search_spaces" / "cpu_small.yaml", "--supernet",
+                   tiny_supernet, "--run-dir", tmp_path / "run"]
+    assert_cli_error(run_in_process(*other_space), "trained for space 'tiny'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_has_an_example():
+    result = run_nas("supernet", "rank", "--help")
+    assert result.returncode == 0 and "example" in result.stdout and "--subnets" in result.stdout
