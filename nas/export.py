@@ -2,7 +2,8 @@
 
 `export_onnx` writes one self-contained .onnx file (weights embedded) with the torch dynamo exporter;
 `onnx_session` opens it with explicit threads and providers; `run_onnx` runs it on a torch tensor;
-`verify_onnx` gives the largest absolute difference between torch and onnxruntime on an input.
+`verify_onnx` gives the largest absolute difference between torch and onnxruntime on an input;
+`export_and_verify` exports a model and checks it on real test images before it keeps the file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,9 +24,13 @@ from nas.errors import NasError
 if TYPE_CHECKING:
     import onnxruntime
 
+    from nas.arch import Arch
+    from nas.data import Splits
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 OPSET = 18
+VERIFY_IMAGES = 64  # test images an export is checked on
 
 
 def _first_line(error: BaseException) -> str:
@@ -141,3 +146,41 @@ def verify_onnx(model: torch.nn.Module, session: onnxruntime.InferenceSession, x
         raise NasError(f"the ONNX model's output shape {list(actual.shape)} differs from torch's "
                        f"{list(expected.shape)}")
     return float((actual - expected).abs().max())
+
+
+def export_and_verify(model: torch.nn.Module, arch: Arch, data: Splits, path: Path, atol: float = 1e-4,
+                      images: int = VERIFY_IMAGES) -> dict[str, Any]:
+    """Export `model` (of `arch`) to `path` for batch 1 and check onnxruntime, one image at a time, against torch
+    on the first `images` test images of `data`.
+
+    The file appears at `path` only once it is verified: if the largest absolute difference exceeds `atol`, or
+    the export fails, nothing is left there and NasError says why. Returns the onnx path, max_abs_diff, images
+    compared, atol and ok.
+    """
+    path = Path(path)
+    x = data.tensors("test", arch.resolution, arch.in_channels)[0][:images]
+    if len(x) == 0:
+        raise NasError(f"{data.source}: no test images to verify the ONNX export on; pass --data with a test split")
+    cpu_model = _on_cpu(model)
+    staged = path.with_name(f"{path.stem}.unverified{path.suffix}")
+    export_onnx(cpu_model, arch.in_channels, arch.resolution, staged)
+    try:
+        was_training = cpu_model.training
+        try:
+            with torch.no_grad():
+                expected = cpu_model.eval()(x)  # one batch: eval-mode outputs do not depend on the batch
+        finally:
+            cpu_model.train(was_training)
+        session = onnx_session(staged, threads=1)
+        actual = torch.cat([run_onnx(session, image[None]) for image in x])
+        if actual.shape != expected.shape:
+            raise NasError(f"{path.name}: the ONNX model's output shape {list(actual.shape[1:])} differs from "
+                           f"torch's {list(expected.shape[1:])}; the file was not kept")
+        diff = float((actual - expected).abs().max())
+        if not diff <= atol:  # also refuses NaN
+            raise NasError(f"{path.name}: onnxruntime differs from torch by up to {diff:.3g} on {len(x)} test "
+                           f"images, above the tolerance {atol:g}; the file was not kept")
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return {"onnx": str(path), "max_abs_diff": diff, "images": len(x), "atol": atol, "ok": True}
