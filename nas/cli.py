@@ -1,4 +1,4 @@
-"""The `nas` command line: search, retrain, describe, measure, supernet train."""
+"""The `nas` command line: search, retrain, export, describe, measure, supernet train."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from nas.errors import NasError
 MAIN_EXAMPLES = """examples:
   nas search --space search_spaces/cpu_small.yaml --latency-budget 3ms --device cpu --run-dir runs/quickstart
   nas retrain runs/quickstart/best.yaml
+  nas export runs/quickstart/retrain/model.pt --format onnx
   nas describe runs/quickstart/best.yaml --json
   nas measure runs/quickstart/best.yaml --device cpu --json
   nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small
@@ -234,56 +235,136 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
 
 # ---- retrain --------------------------------------------------------------------------------------------------
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from nas.arch import load_arch, read_yaml
+    from nas.arch import read_yaml
+
+    if args.top is not None:
+        return _retrain_top(args)
+    arch_file = args.arch
+    if Path(arch_file).is_dir():
+        raise NasError(f"{arch_file}: is a folder; pass its best.yaml, or add --top K to retrain its front")
+    document = {} if str(arch_file).startswith("timm:") else read_yaml(arch_file)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    metrics, lines = _retrain_one(args, arch_file, document, run_dir)
+    _emit(metrics, args.json, lines)
+    return 0
+
+
+def _retrain_one(args: argparse.Namespace, arch_file: str | Path, document: Any,
+                 run_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """Retrain one arch file (best.yaml, a front file, an arch YAML or timm:MODEL); returns metrics and report."""
+    from nas.arch import load_arch
     from nas.data import load_data
     from nas.latency import check_runtime
-    from nas.retrain import Recipe, retrain
+    from nas.retrain import default_recipe, load_recipe, retrain, supernet_for
     from nas.runs import RUNS_ROOT
 
-    arch = load_arch(args.arch)
-    document = {} if str(args.arch).startswith("timm:") else read_yaml(args.arch)
+    arch = load_arch(arch_file)
     searched = isinstance(document, dict) and "arch" in document
     recorded = document.get("device", {}) if searched else {}
-    if args.device is None:
-        args.device = recorded.get("device", "cpu")
-    if args.threads is None:
-        args.threads = recorded.get("threads") or 1
-    if args.runtime is None:
-        args.runtime = recorded.get("runtime", "torch")
-    device = _device_and_threads(args)
-    check_runtime(args.runtime)
-    data_spec = args.data or (document.get("provenance", {}).get("data") if searched else None)
-    data = load_data(data_spec, seed=args.seed, limit_train=args.limit_train)
+    provenance = document.get("provenance", {}) if searched else {}
+    device_name = args.device or recorded.get("device", "cpu")
+    threads = args.threads or recorded.get("threads") or 1
+    runtime = args.runtime or recorded.get("runtime", "torch")
+    device = _device_and_threads(argparse.Namespace(device=device_name, threads=threads))
+    check_runtime(runtime)
+    data = load_data(args.data or provenance.get("data"), seed=args.seed, limit_train=args.limit_train)
     if not searched:  # a reference or baseline arch: fit its classifier to the data's classes
         arch = arch.with_num_classes(data.num_classes)
     if data.num_classes != arch.num_classes:
-        raise NasError(f"{args.arch}: the arch has {arch.num_classes} classes but {data.source} has "
+        raise NasError(f"{arch_file}: the arch has {arch.num_classes} classes but {data.source} has "
                        f"{data.num_classes}; pass the data it was searched on with --data")
+    overrides = load_recipe(args.recipe) if args.recipe else {}
+    overrides.update({k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                        "init": args.init, "distill": args.distill, "seed": args.seed}.items()
+                      if v is not None})
+    recipe = default_recipe(data.size("train"), **overrides)
+    supernet = None
+    if recipe.init == "supernet" or recipe.distill:
+        supernet_path = args.supernet or provenance.get("supernet")
+        if not supernet_path:
+            raise NasError(f"{arch_file}: --init supernet and --distill need the supernet; pass --supernet CKPT")
+        supernet = supernet_for(arch, Path(supernet_path)).to(device)
+    if run_dir is None:
+        run_dir = (Path(arch_file).parent / "retrain" if searched
+                   else RUNS_ROOT / f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}")
     budget = document.get("budget_ms") if searched else None
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-    elif searched:
-        run_dir = Path(args.arch).parent / "retrain"
-    else:
-        run_dir = RUNS_ROOT / f"retrain-{Path(args.arch).stem}-{arch.arch_id}"
-    if any(v is not None and v <= 0 for v in (args.epochs, args.batch_size, args.lr)):
-        raise NasError("--epochs, --batch-size and --lr must be positive")
-    recipe = Recipe(**{k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                                         "seed": args.seed}.items() if v is not None})
-    same_setup = searched and args.runtime == recorded.get("runtime") and args.threads == recorded.get("threads")
+    same_setup = searched and runtime == recorded.get("runtime") and threads == recorded.get("threads")
     expected = (document.get("latency_ms"), document.get("latency_p90_ms")) if same_setup else (None, None)
-    metrics = retrain(arch, data, run_dir, recipe, device, args.threads, args.runtime, budget, *expected, log=log)
+    metrics = retrain(arch, data, run_dir, recipe, device, threads, runtime, budget, *expected, supernet=supernet,
+                      source=str(arch_file), log=log)
+    if metrics is None:  # a torchrun rank other than 0: rank 0 reports
+        raise SystemExit(0)
     verdict = ""
     if budget is not None:
         verdict = (f" - within the {budget:g} ms budget" if metrics["within_budget"]
                    else f" - OVER the {budget:g} ms budget")
-    _emit({**metrics, "run_dir": str(run_dir), "arch_file": str(args.arch)}, args.json, [
+    onnx_ms = metrics["latency"]["onnxruntime"]["median_ms"]
+    lines = [
         f"{'winner' if searched else 'arch'} {arch.arch_id}: test top-1 {100 * metrics['test_top1']:.1f} % "
         f"(top-5 {100 * metrics['test_top5']:.1f} %), {metrics['params']:,} params",
         f"latency {metrics['latency_ms']:.3f} ms median, {metrics['latency_p90_ms']:.3f} ms p90 on {device} "
-        f"({args.runtime}, {args.threads} thread(s), batch 1){verdict}",
-        f"{'best.yaml' if searched else 'arch'}: {args.arch}",
-        f"model: {run_dir / 'model.pt'}   metrics: {run_dir / 'metrics.json'}   curves: {run_dir / 'training.png'}"])
+        f"({runtime}, {threads} thread(s), batch 1){verdict}; onnxruntime {onnx_ms:.3f} ms median",
+        f"{'best.yaml' if searched else 'arch'}: {arch_file}",
+        f"model: {run_dir / 'model.pt'}   onnx: {run_dir / 'model.onnx'} "
+        f"(max diff from torch {metrics['onnx']['max_abs_diff']:.1g})",
+        f"metrics: {run_dir / 'metrics.json'}   curves: {run_dir / 'training.png'}   card: {run_dir / 'MODEL_CARD.md'}"]
+    return {**metrics, "run_dir": str(run_dir), "arch_file": str(arch_file)}, lines
+
+
+def _retrain_top(args: argparse.Namespace) -> int:
+    """Retrain the K most accurate points of a search's re-measured front, one after another (each resumable)."""
+    from nas.arch import read_yaml
+    from nas.runs import write_json
+
+    if args.top < 1:
+        raise NasError("--top must be at least 1")
+    search_dir = Path(args.arch) if Path(args.arch).is_dir() else Path(args.arch).parent
+    front = sorted((search_dir / "front").glob("*.yaml"))
+    if not front:
+        raise NasError(f"{search_dir}: no front/ folder of a finished search; pass a search's run folder or its "
+                       "best.yaml (searches write front/ when they finish)")
+    if args.top > len(front):
+        log(f"the front holds {len(front)} feasible point(s); retraining all of them")
+    out = Path(args.run_dir) if args.run_dir else search_dir / "retrain-top"
+    results = []
+    for place, path in enumerate(front[: args.top], 1):
+        log(f"--- {place}/{min(args.top, len(front))}: {path.name}")
+        metrics, _ = _retrain_one(args, path, read_yaml(path), out / path.stem)
+        results.append(metrics)
+    write_json(out / "top.json", results)
+    lines = [f"{'place':>5}  {'arch id':12}  {'supernet':>8}  {'test top-1':>10}  {'ms median':>9}  {'p90':>7}  "
+             f"{'params':>9}"]
+    for place, (path, m) in enumerate(zip(front, results), 1):
+        supernet_acc = read_yaml(path)["val_accuracy_supernet"]
+        lines.append(f"{place:5}  {m['arch_id']:12}  {supernet_acc:8.3f}  {100 * m['test_top1']:9.1f}%  "
+                     f"{m['latency_ms']:9.3f}  {m['latency_p90_ms']:7.3f}  {m['params']:9,}")
+    lines.append(f"results: {out / 'top.json'}; each model in {out}/<place>-<arch id>/")
+    _emit({"retrained": results, "run_dir": str(out)}, args.json, lines)
+    return 0
+
+
+# ---- export ---------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.data import load_data
+    from nas.export import export_and_verify
+    from nas.models import read_checkpoint
+
+    if args.format != "onnx":
+        raise NasError(f"--format {args.format}: unknown format; the only one is onnx")
+    if not args.atol >= 0:
+        raise NasError(f"--atol {args.atol}: must be zero or more")
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint.with_name("model.onnx")
+    if out.resolve() == checkpoint.resolve():
+        raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
+    model, arch = read_checkpoint(checkpoint)
+    data = load_data(args.data)
+    result = export_and_verify(model, arch, data, out, args.atol)
+    _emit({**result, "checkpoint": str(checkpoint), "arch_id": arch.arch_id, "data": data.source}, args.json, [
+        f"onnx: {out} (arch {arch.arch_id}, input 1x{arch.in_channels}x{arch.resolution}x{arch.resolution} "
+        f"scaled to [-1, 1])",
+        f"verified on {result['images']} test images of {data.source}: onnxruntime vs torch max abs difference "
+        f"{result['max_abs_diff']:.3g} <= atol {args.atol:g}: ok"])
     return 0
 
 
@@ -443,19 +524,46 @@ def build_parser() -> argparse.ArgumentParser:
                            help="address to bind (default: 127.0.0.1, this machine only)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
 
-    retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone, then "
-                       "report test accuracy and measured latency", "nas retrain runs/quickstart/best.yaml")
+    retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone with a full "
+                       "recipe, then report test accuracy, export and verify ONNX, measure latency (torch and ONNX "
+                       "Runtime) and write a model card; re-run to resume; under torchrun, on several processes",
+                       "nas retrain runs/quickstart/best.yaml --epochs 30 --init supernet --distill 0.5")
     retrain.add_argument("arch", help="best.yaml from a search, an arch YAML or timm:MODEL (a baseline; its "
-                                      "classifier is fitted to the data's classes)")
+                                      "classifier is fitted to the data's classes); with --top, a search's folder "
+                                      "or best.yaml")
+    retrain.add_argument("--top", type=int, metavar="K", help="retrain the K most accurate points of the search's "
+                         "re-measured Pareto front (into RUN/retrain-top/)")
     retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
-    retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
-    retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
-    retrain.add_argument("--runtime", help="torch, torch-compile or onnxruntime (default: the search's)")
-    retrain.add_argument("--epochs", type=int, help="training epochs (default: 15)")
+    retrain.add_argument("--recipe", help="a recipe YAML (any of the settings in a run's recipe.yaml); options "
+                         "given here win; defaults scale with the data's size")
+    retrain.add_argument("--epochs", type=int, help="training epochs (default: 15 for under 20k training images)")
     retrain.add_argument("--batch-size", type=int, help="batch size (default: 128)")
     retrain.add_argument("--lr", type=float, help="peak learning rate (default: 0.003)")
+    retrain.add_argument("--init", choices=("scratch", "supernet"), help="start from random weights (default) or "
+                         "from the weights the supernet holds for the arch")
+    retrain.add_argument("--distill", type=float, metavar="WEIGHT", help="also learn from the supernet's largest "
+                         "member, with this weight (0-1) on the distillation loss (default: 0, off)")
+    retrain.add_argument("--supernet", help="supernet checkpoint for --init supernet and --distill (default: the "
+                         "one best.yaml names)")
+    retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
+    retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
+    retrain.add_argument("--runtime", help="torch, torch-compile or onnxruntime: the runtime checked against the "
+                         "budget (default: the search's); torch and onnxruntime are always measured")
     retrain.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_options(retrain)
+
+    export = _command(sub, "export", cmd_export, "export a retrained model to ONNX and check it against torch on "
+                      "test images (the file is kept only if they agree)",
+                      "nas export runs/quickstart/retrain/model.pt --format onnx --out runs/quickstart/model.onnx")
+    export.add_argument("checkpoint", help="model.pt (or checkpoint.pt) from `nas retrain`")
+    export.add_argument("--format", default="onnx", help="export format; onnx (the default) is the only one")
+    export.add_argument("--out", help="output file (default: model.onnx beside the checkpoint)")
+    export.add_argument("--atol", type=float, default=1e-4,
+                        help="largest absolute logit difference accepted between onnxruntime and torch "
+                             "(default: 1e-4)")
+    export.add_argument("--data", help="an .npz file or an image folder whose test images the export is checked "
+                                       "on (default: the embedded Fashion-MNIST subset)")
+    export.add_argument("--json", action="store_true", help="print the result as JSON")
 
     describe = _command(sub, "describe", cmd_describe, "print an architecture's id, parameters and MACs",
                         "nas describe runs/quickstart/best.yaml --space search_spaces/cpu_small.yaml --json")

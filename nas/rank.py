@@ -170,8 +170,8 @@ def rank_supernet(space: "SearchSpace", supernet: "HybridSupernet", supernet_pat
                 continue
             began = time.perf_counter()
             inherited = inherited_accuracy(supernet.extract(arch), arch, data)
-            _, history = train_standalone(arch, data, recipe, device, run_dir / "standalone" / f"{arch.arch_id}.pt",
-                                          log=lambda _: None)
+            history = train_standalone(arch, data, recipe, device, run_dir / "standalone" / f"{arch.arch_id}.pt",
+                                       log=lambda _: None).history
             done[arch.arch_id] = {"arch_id": arch.arch_id, "macs": subnet.macs, "params": subnet.params,
                                   "inherited": inherited, "standalone": history[-1]["val_acc"],
                                   "seconds": round(time.perf_counter() - began, 1)}

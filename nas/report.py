@@ -1,13 +1,18 @@
-"""Plots a person would rather look at than read: the search's Pareto front and training curves."""
+"""Plots a person would rather look at than read (the search's Pareto front, training curves), the search report
+and a retrained model's card."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    from nas.arch import Arch
 
 
 def _finish(fig: plt.Figure, ax: plt.Axes, path: Path, title: str) -> None:
@@ -44,7 +49,10 @@ def plot_training(history: list[dict], path: Path, title: str) -> None:
     left.plot(epochs, [h["train_loss"] for h in history], "-o", ms=3)
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    right.plot(epochs, [h["val_acc"] for h in history], "-o", ms=3, c="#55a868")
+    right.plot(epochs, [h["val_acc"] for h in history], "-o", ms=3, c="#55a868", label="weights")
+    if all("val_acc_ema" in h for h in history):
+        right.plot(epochs, [h["val_acc_ema"] for h in history], "-o", ms=3, c="#c44e52", label="EMA of the weights")
+        right.legend()
     right.set_xlabel("epoch")
     right.set_ylabel("validation top-1")
     for ax in (left, right):
@@ -141,5 +149,57 @@ def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], fro
               f"- latency measured for {measured} trials, predicted for {len(rows) - measured}",
               f"- mean time per trial: {sum(r['seconds'] or 0 for r in rows) / max(len(rows), 1):.2f} s", ""]
     path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_model_card(path: Path, arch: "Arch", metrics: dict) -> Path:
+    """MODEL_CARD.md for a retrained model: what it is, how it was trained, how well and how fast it runs."""
+    if arch.timm_model:
+        structure = [f"- timm baseline `{arch.timm_model}` (classifier fitted to {arch.num_classes} classes)"]
+    else:
+        structure = [f"- stem `{arch.stem_type}` ({arch.stem_width} channels), head `{arch.head_type}`"
+                     + (f", {arch.global_tokens} global tokens" if arch.global_tokens else "")]
+        structure += [f"- stage {i + 1}: {s.family}, depth {s.depth}, width {s.width}, stride {s.stride}"
+                      for i, s in enumerate(arch.stages)]
+    recipe = metrics["recipe"]
+    latency = [f"| {name} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['device_name']} | {r['threads']} | "
+               f"{r['runtime_version']} |" for name, r in metrics["latency"].items()]
+    budget = ""
+    if metrics["budget_ms"] is not None:
+        verdict = "within" if metrics["within_budget"] else "OVER"
+        budget = f"Measured p90 with {metrics['runtime']}: {verdict} the search's {metrics['budget_ms']:g} ms budget."
+    onnx = metrics["onnx"]
+    lines = [
+        f"# Model card: `{arch.arch_id}`", "",
+        f"Image classifier found by `nas` ({metrics['source'] or 'an arch file'}), retrained standalone.", "",
+        "## Architecture", "",
+        f"- input: {arch.in_channels} x {arch.resolution} x {arch.resolution}, scaled to [-1, 1] "
+        "((pixel / 255 - 0.5) / 0.5)",
+        f"- {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.2f} M multiply-accumulates", *structure, "",
+        "## Training", "",
+        f"- data: {metrics['data']} ({metrics['images']['train']} training, {metrics['images']['val']} validation, "
+        f"{metrics['images']['test']} test images)",
+        f"- {recipe['epochs']} epochs, batch {recipe['batch_size']}, AdamW lr {recipe['lr']:g} (cosine, "
+        f"{recipe['warmup_epochs']} warm-up), weight decay {recipe['weight_decay']:g}, label smoothing "
+        f"{recipe['label_smoothing']:g}, mixup {recipe['mixup']:g} / CutMix {recipe['cutmix']:g} on "
+        f"{recipe['mix_prob']:.0%} of batches, RandAugment {recipe['randaugment_ops']} op(s) at "
+        f"{recipe['randaugment_magnitude']}, drop path {recipe['drop_path']:g}, EMA {recipe['ema_decay']:g}, "
+        f"init {recipe['init']}, distillation {recipe['distill']:g}, seed {recipe['seed']}",
+        f"- kept weights: {metrics['weights']} (the better on validation); "
+        f"{metrics['train_seconds']:.0f} s of training",
+        "", "## Results", "",
+        f"- test top-1 {100 * metrics['test_top1']:.2f} %, top-5 {100 * metrics['test_top5']:.2f} % "
+        f"(validation top-1 {100 * metrics['val_top1']:.2f} %)", "",
+        "| runtime | median ms | p90 ms | device | threads | version |", "|---|---|---|---|---|---|", *latency,
+        "", "Batch 1. " + budget, "",
+        "## Files", "",
+        "- `model.pt`: weights and arch (`nas.retrain.load_model(path)` gives an `nn.Module`)",
+        f"- `model.onnx`: opset 18, input `input` [1, {arch.in_channels}, {arch.resolution}, {arch.resolution}], "
+        f"output `logits`; matches torch within {onnx['max_abs_diff']:.2g} (max abs) on {onnx['images']} test images",
+        "- `metrics.json`, `training.png`, `recipe.yaml` (repeat the training with `--recipe`)", "",
+        "## Limits", "",
+        "Accuracy is measured on this data's test split only, and latency on the device above at batch 1; "
+        "other data, devices, runtimes or batch sizes need their own measurement.", ""]
     path.write_text("\n".join(lines))
     return path

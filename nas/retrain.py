@@ -1,131 +1,375 @@
-"""Retrain a searched (or any) architecture standalone, then report test accuracy and measured latency.
+"""Retrain a searched (or any) architecture standalone; then test accuracy, ONNX export, latency and a model card.
 
-AdamW with a warm-up + cosine schedule (timm), label smoothing, random shifts and flips. A checkpoint is
-written every epoch; running the same command again resumes from it. Data order and augmentation come from
-(seed, epoch), so a resumed CPU run ends where an uninterrupted one does.
+The recipe (`Recipe`; timm's pieces where timm has them): AdamW with a warm-up + cosine schedule, label
+smoothing, mixup/CutMix (timm `Mixup`), RandAugment (torchvision, drawn per image), random shifts and flips, drop
+path, an EMA of the weights (timm `ModelEmaV3`), gradient clipping, AMP on CUDA. `default_recipe` scales it to
+the size of the data; a recipe YAML (`load_recipe`) overrides any field. The weights may start from the supernet
+(`init: supernet`), and the network may also learn from the supernet's largest member (`distill` > 0).
+
+A checkpoint is written every epoch; running the same command again resumes from it. Data order and every random
+draw of an epoch (augmentation, mixing, drop path) come from (seed, epoch), so a resumed CPU run ends where an
+uninterrupted one does. Under torchrun each process trains on its slice of every batch (DDP); rank 0 evaluates,
+writes and measures.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import Arch
+from nas.arch import Arch, read_yaml
 from nas.complexity import count_macs, count_params
-from nas.data import Splits, training_epoch
+from nas.data import MEAN, STD, Splits, training_epoch
 from nas.errors import NasError
 from nas.evaluate import accuracy
 from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
 from nas.report import plot_training
-from nas.runs import load_checkpoint, save_checkpoint, write_json
+from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from supernet.network import build
-from supernet.training import optimizer_and_schedule
+from supernet.training import (Precision, distillation_loss, optimizer_and_schedule, process_group, rank_and_world,
+                               wrap_for_ranks)
+
+if TYPE_CHECKING:
+    from supernet.network import HybridSupernet
 
 CHECKPOINT_KIND = "nas-model"
+CHECKPOINT_VERSION = 2
+INITS = ("scratch", "supernet")
 
 
 @dataclass
 class Recipe:
+    """Training settings. The field defaults are a plain schedule (shifts, flips and label smoothing only), the
+    one `nas supernet rank` trains with; `default_recipe` turns on the regularisers for a given data set."""
+
     epochs: int = 15
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(a, a) of mixup; 0 turns it off
+    cutmix: float = 0.0  # Beta(a, a) of CutMix; 0 turns it off
+    mix_prob: float = 1.0  # share of batches mixed (mixup or CutMix at even odds) when either is on
+    randaugment_ops: int = 0  # RandAugment operations per image; 0 turns it off
+    randaugment_magnitude: int = 9  # 0-30
+    drop_path: float = 0.0  # stochastic depth of the deepest block (rising linearly from 0)
+    ema_decay: float = 0.0  # decay of the weights' exponential moving average; 0 turns it off
+    clip_grad: float = 5.0  # gradient norm clip; 0 turns it off
+    init: str = "scratch"  # scratch, or supernet: start from the weights the supernet holds for the arch
+    distill: float = 0.0  # weight of distillation from the supernet's largest member (0-1); 0 turns it off
     seed: int = 0
+
+    def check(self) -> "Recipe":
+        """`self`, or a NasError naming the first setting out of range."""
+        problems = [
+            (self.epochs < 1, "epochs must be at least 1"), (self.batch_size < 2, "batch_size must be at least 2"),
+            (self.lr <= 0, "lr must be positive"), (self.weight_decay < 0, "weight_decay must be >= 0"),
+            (self.warmup_epochs < 0, "warmup_epochs must be >= 0"),
+            (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (min(self.mixup, self.cutmix) < 0, "mixup and cutmix must be >= 0"),
+            (not 0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
+            (self.randaugment_ops < 0, "randaugment_ops must be >= 0"),
+            (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in 0-30"),
+            (not 0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
+            (not 0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (self.clip_grad < 0, "clip_grad must be >= 0"),
+            (self.init not in INITS, f"init must be one of {', '.join(INITS)}"),
+            (not 0 <= self.distill <= 1, "distill must be in [0, 1]")]
+        for failed, message in problems:
+            if failed:
+                raise NasError(f"recipe: {message}")
+        return self
+
+
+def default_recipe(train_images: int, **overrides: Any) -> Recipe:
+    """The recipe for a training set of `train_images` images, with `overrides` (any Recipe field) applied.
+
+    Small sets (under 20k images, such as the embedded one) get 15 epochs and light regularisation (mixup on a
+    third of the batches, one RandAugment op at magnitude 5, drop path 0.05); medium ones (under 200k) 30 epochs,
+    half the batches mixed, two ops at 7, drop path 0.1; larger ones 100 epochs, every batch mixed, two ops at 9,
+    drop path 0.1, 5 warm-up epochs. The EMA averages over about a tenth of all steps.
+    """
+    small, large = train_images < 20_000, train_images >= 200_000
+    base: dict[str, Any] = {
+        "epochs": 15 if small else 100 if large else 30, "warmup_epochs": 5 if large else 1,
+        "mixup": 0.2 if small else 0.8, "cutmix": 1.0, "mix_prob": 0.3 if small else 1.0 if large else 0.5,
+        "randaugment_ops": 1 if small else 2, "randaugment_magnitude": 5 if small else 9 if large else 7,
+        "drop_path": 0.05 if small else 0.1}
+    settings = {**base, **overrides}
+    if "ema_decay" not in overrides:
+        steps = settings["epochs"] * math.ceil(train_images / settings.get("batch_size", Recipe.batch_size))
+        settings["ema_decay"] = round(min(0.9999, max(0.9, 1 - 10 / steps)), 5)
+    return Recipe(**settings).check()
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """The settings of a recipe YAML (any Recipe fields) as overrides for `default_recipe`."""
+    document = read_yaml(path)
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise NasError(f"{path}: a recipe is a mapping of settings, e.g. 'epochs: 30'")
+    types = {f.name: type(getattr(Recipe(), f.name)) for f in fields(Recipe)}
+    settings = {}
+    for key, value in document.items():
+        if key not in types:
+            raise NasError(f"{path}: unknown recipe setting {key!r}; known: {', '.join(types)}")
+        kind = types[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise NasError(f"{path}: {key} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
+        settings[key] = value
+    return settings
+
+
+@dataclass
+class Trained:
+    """A trained network: the weights kept (`weights`: "ema" when the EMA validated at least as well, else
+    "raw") and the per-epoch history (training loss, validation top-1 of both, learning rate, seconds)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    weights: str
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """A retrained checkpoint as a plain `nn.Module` in eval mode."""
-    payload = load_checkpoint(Path(path), CHECKPOINT_KIND)
-    model = build(Arch.from_dict(payload["arch"], str(path)))
-    model.load_state_dict(payload["model"])
-    return model.eval()
+    """A retrained checkpoint as a plain `nn.Module` in eval mode (`nas.models` also loads it as a timm model)."""
+    from nas.models import read_checkpoint
+
+    return read_checkpoint(path)[0]
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every generator an epoch draws from: torch (RandAugment, drop path), numpy (mixup) and Python."""
+    value = seed * 100_003 + epoch
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
+class RandAugment:
+    """torchvision's RandAugment drawn per image, on batches scaled to [-1, 1] (through uint8, as its ops expect)."""
+
+    def __init__(self, ops: int, magnitude: int) -> None:
+        from torchvision.transforms import v2
+
+        self.transform = v2.RandAugment(num_ops=ops, magnitude=magnitude)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        images = ((x * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8)
+        augmented = torch.stack([self.transform(image) for image in images])
+        return (augmented.float() / 255 - MEAN) / STD
+
+
+def supernet_for(arch: Arch, path: Path) -> "HybridSupernet":
+    """The supernet checkpoint at `path`, checked to hold `arch` (for `init: supernet` and `distill`)."""
+    from nas.space import space_from_dict
+    from supernet.training import load_supernet, load_supernet_checkpoint
+
+    space = space_from_dict(load_supernet_checkpoint(path)["space"], str(path))
+    supernet = load_supernet(path, space)
+    if arch.timm_model or not space.contains(arch) or space.num_classes != arch.num_classes:
+        raise NasError(f"{path}: arch {arch.arch_id} is not a member of this supernet's space {space.name!r} "
+                       f"({space.num_classes} classes); pass the supernet it was searched with, or --init scratch "
+                       "and no distillation")
+    return supernet
+
+
+def _check_resumable(payload: dict[str, Any], arch: Arch, recipe: Recipe, path: Path) -> None:
+    if payload.get("arch_id") != arch.arch_id:
+        raise NasError(f"{path}: holds a checkpoint of arch {payload.get('arch_id')}, not {arch.arch_id}; "
+                       "use another --run-dir")
+    saved = payload.get("recipe", {})
+    differ = [f"{k} {saved.get(k)} (not {v})" for k, v in asdict(recipe).items() if k != "epochs" and saved.get(k) != v]
+    if payload.get("version") != CHECKPOINT_VERSION or differ:
+        raise NasError(f"{path}: was trained with {', '.join(differ) or 'an older version of nas'}; pass the same "
+                       "settings to resume it, or a new --run-dir")
 
 
 def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.device, checkpoint: Path,
-                     log: Callable[[str], None] = print) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """Train `arch` from scratch for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`;
-    returns the model and the per-epoch history (training loss, validation top-1, seconds)."""
+                     log: Callable[[str], None] = print, supernet: "HybridSupernet | None" = None) -> Trained:
+    """Train `arch` for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`. `supernet` is
+    needed for `init: supernet` and `distill`. Under torchrun, call it inside `process_group`; rank 0 logs,
+    evaluates and writes."""
+    from timm.data import Mixup
+    from timm.utils import ModelEmaV3
+
+    recipe.check()
+    if (recipe.init == "supernet" or recipe.distill) and supernet is None:
+        raise NasError("recipe: init supernet and distill need the supernet: pass --supernet CKPT")
+    rank, world = rank_and_world()
+    main = rank == 0
     torch.manual_seed(recipe.seed)
-    model = build(arch).to(device)
+    model = build(arch, recipe.drop_path).to(device)
     x, y = data.tensors("train", arch.resolution, arch.in_channels)
     x_val, y_val = data.tensors("val", arch.resolution, arch.in_channels)
     steps = math.ceil(len(x) / recipe.batch_size)
     optimizer, scheduler = optimizer_and_schedule(model, recipe.lr, recipe.weight_decay, recipe.epochs,
                                                   recipe.warmup_epochs, steps)
-    start_epoch, history = 0, []
-    if checkpoint.exists():
-        payload = load_checkpoint(checkpoint, CHECKPOINT_KIND)
-        if payload.get("arch_id") != arch.arch_id:
-            raise NasError(f"{checkpoint}: holds a checkpoint of arch {payload.get('arch_id')}, not {arch.arch_id}; "
-                           "use another --run-dir")
+    precision = Precision(device)
+    payload = load_checkpoint(checkpoint, CHECKPOINT_KIND) if checkpoint.exists() else None
+    if payload is not None:
+        _check_resumable(payload, arch, recipe, checkpoint)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        start_epoch, history = payload["epoch"], payload["history"]
-        if start_epoch < recipe.epochs:
-            log(f"resuming retraining from {checkpoint} after epoch {start_epoch}/{recipe.epochs}")
+        precision.scaler.load_state_dict(payload["scaler"])
+    elif recipe.init == "supernet":
+        model.load_state_dict(supernet.extract(arch).state_dict())
+    ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay else None
+    if ema is not None and payload is not None:
+        ema.module.load_state_dict(payload["ema"])
+    start_epoch, history = (payload["epoch"], payload["history"]) if payload is not None else (0, [])
+    if payload is not None and start_epoch < recipe.epochs:
+        log(f"resuming retraining from {checkpoint} after epoch {start_epoch}/{recipe.epochs}")
+    teacher = None
+    if recipe.distill:
+        teacher = supernet.extract(supernet.space.largest()).to(device).eval().requires_grad_(False)
+    mixer = None
+    if recipe.mixup or recipe.cutmix:
+        mixer = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mix_prob,
+                      label_smoothing=recipe.label_smoothing, num_classes=arch.num_classes)
+    augment = RandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude) if recipe.randaugment_ops else None
+    net = wrap_for_ranks(model, device)
     with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
         for epoch in range(start_epoch, recipe.epochs):
+            seed_epoch(recipe.seed, epoch)
             model.train()
             began, total = time.perf_counter(), 0.0
             bar = training_epoch(x, y, recipe.batch_size, recipe.seed, epoch,
                                  f"retrain epoch {epoch + 1}/{recipe.epochs}")
+            if not main:
+                bar.close()  # one progress bar, rank 0's; the closed bar still yields the batches
             for step, (xb, yb) in enumerate(bar):
                 scheduler.step_update(epoch * steps + step)
-                loss = F.cross_entropy(model(xb.to(device)), yb.to(device), label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                optimizer.step()
-                total += loss.item()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if augment is not None:
+                    xb = augment(xb)
+                loss = _train_step(net, teacher, xb, yb, recipe, mixer, optimizer, precision)
+                if ema is not None:
+                    ema.update(model, step=epoch * steps + step)
+                total += loss
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if not main:
+                continue
             record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, x_val, y_val)[1],
-                      "seconds": time.perf_counter() - began}
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began}
+            if ema is not None:
+                record["val_acc_ema"] = accuracy(ema.module, x_val, y_val)[1]
             history.append(record)
-            save_checkpoint(checkpoint, {"format": CHECKPOINT_KIND, "version": 1, "arch": arch.to_dict(),
-                                         "arch_id": arch.arch_id, "epoch": epoch + 1, "recipe": asdict(recipe),
-                                         "history": history, "model": model.state_dict(),
-                                         "optimizer": optimizer.state_dict()})
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "arch": arch.to_dict(),
+                "arch_id": arch.arch_id, "epoch": epoch + 1, "recipe": asdict(recipe), "history": history,
+                "model": model.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict()})
+            ema_note = f", EMA {record['val_acc_ema']:.3f}" if ema is not None else ""
             log(f"retrain epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f}, "
-                f"val top-1 {record['val_acc']:.3f} ({record['seconds']:.0f} s)")
-    return model, history
+                f"val top-1 {record['val_acc']:.3f}{ema_note} ({record['seconds']:.0f} s)")
+        if world > 1:
+            torch.distributed.barrier()  # no rank leaves the process group before rank 0 has written
+    if ema is not None and main and history[-1]["val_acc_ema"] >= history[-1]["val_acc"]:
+        return Trained(ema.module.eval(), history, "ema")
+    return Trained(model.eval(), history, "raw")
+
+
+def _train_step(net: nn.Module, teacher: nn.Module | None, xb: torch.Tensor, yb: torch.Tensor, recipe: Recipe,
+                mixer: Callable | None, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
+    """One optimiser step on the global batch (xb, yb), of which this rank trains on its slice; returns the
+    batch's loss. Mixing happens on the whole batch, so every rank sees the same pairs."""
+    distributed = isinstance(net, nn.parallel.DistributedDataParallel)
+    model = net.module if distributed else net
+    rank, world = rank_and_world() if distributed else (0, 1)
+    device = next(model.parameters()).device
+    target = yb
+    if mixer is not None:
+        if len(xb) % 2:  # pairs are mixed: an odd last batch loses one image
+            xb, yb = xb[:-1], yb[:-1]
+        xb, target = mixer(xb, yb)
+    x = torch.tensor_split(xb, world)[rank].to(device)
+    target = torch.tensor_split(target, world)[rank].to(device)
+    share = len(x) * world / len(xb)  # DDP averages over ranks; weighting by the slice gives the batch mean
+    with precision.autocast():
+        logits = net(x).float()
+    if target.dim() == 2:  # mixed soft targets (label smoothing included)
+        loss = torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
+    else:
+        loss = F.cross_entropy(logits, target, label_smoothing=recipe.label_smoothing)
+    if teacher is not None:
+        with torch.no_grad(), precision.autocast():
+            teacher_log_probs = teacher(x).float().log_softmax(dim=-1)
+        loss = (1 - recipe.distill) * loss + recipe.distill * distillation_loss("kl", logits, teacher_log_probs)
+    optimizer.zero_grad(set_to_none=True)
+    precision.scaler.scale(loss * share).backward()
+    if recipe.clip_grad:
+        precision.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    total = loss.detach() * share
+    if distributed:
+        torch.distributed.all_reduce(total)
+    return total.item() / world
 
 
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
             runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
-            expected_p90_ms: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `arch` from scratch in `run_dir` (resuming its checkpoint), evaluate, measure; write metrics.json.
+            expected_p90_ms: float | None = None, supernet: "HybridSupernet | None" = None,
+            source: str = "", log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Train `arch` in `run_dir` (resuming its checkpoint), then test it, export and verify ONNX, measure latency
+    with torch and ONNX Runtime (and `runtime`), and write model.pt, model.onnx, metrics.json, training.png and
+    MODEL_CARD.md. Returns the metrics (None on the ranks other than 0 under torchrun).
 
-    `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml), used to
-    recognise a disturbed re-measurement.
+    `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml) with `runtime`, used
+    to recognise a disturbed re-measurement; `budget_ms` is checked against the re-measured p90.
     """
-    model, history = train_standalone(arch, data, recipe, device, run_dir / "checkpoint.pt", log)
+    from nas.export import export_and_verify
+    from nas.report import write_model_card
 
+    with process_group(device) as rank_device:
+        if rank_and_world()[0] == 0:
+            write_yaml(run_dir / "recipe.yaml", asdict(recipe))
+        trained = train_standalone(arch, data, recipe, rank_device, run_dir / "checkpoint.pt", log, supernet)
+    if rank_and_world()[0] != 0:
+        return None
+    model, history = trained.model, trained.history
     x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
     test = accuracy(model, x_test, y_test, topk=(1, 5))
-    latency = measure_arch(arch, device, runtime, threads, cache=LatencyCache(), model=model, refresh=True,
-                           expected_ms=expected_ms, expected_p90_ms=expected_p90_ms, **CAREFUL)
+    onnx = export_and_verify(model, arch, data, run_dir / "model.onnx")
+    log(f"ONNX export verified: {onnx['onnx']} (max |torch - onnxruntime| {onnx['max_abs_diff']:.2g} on "
+        f"{onnx['images']} test images)")
+    latency = {}
+    for name in dict.fromkeys([runtime, "torch", "onnxruntime"]):
+        expected = {"expected_ms": expected_ms, "expected_p90_ms": expected_p90_ms} if name == runtime else {}
+        latency[name] = measure_arch(arch, device, name, threads, cache=LatencyCache(), model=model, refresh=True,
+                                     **expected, **CAREFUL).to_dict()
+    chosen = latency[runtime]
     metrics = {
-        "arch_id": arch.arch_id, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
-        "val_top1": round(history[-1]["val_acc"], 4), "latency_ms": round(latency.median_ms, 4),
-        "latency_p90_ms": round(latency.p90_ms, 4), "budget_ms": budget_ms,
-        "within_budget": None if budget_ms is None else latency.median_ms <= budget_ms,
+        "arch_id": arch.arch_id, "source": source, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),
+        "val_top1": round(history[-1]["val_acc_ema" if trained.weights == "ema" else "val_acc"], 4),
+        "weights": trained.weights, "runtime": runtime, "latency_ms": round(chosen["median_ms"], 4),
+        "latency_p90_ms": round(chosen["p90_ms"], 4), "budget_ms": budget_ms,
+        "within_budget": None if budget_ms is None else chosen["p90_ms"] <= budget_ms,
         "params": count_params(model),
         "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
         "epochs": recipe.epochs, "train_seconds": round(sum(h["seconds"] for h in history), 1),
-        "data": data.source, "latency": latency.to_dict(), "recipe": asdict(recipe),
+        "data": data.source, "images": {split: data.size(split) for split in ("train", "val", "test")},
+        "onnx": onnx, "latency": latency, "recipe": asdict(recipe),
     }
-    save_checkpoint(run_dir / "model.pt", {"format": CHECKPOINT_KIND, "version": 1, "arch": arch.to_dict(),
-                                           "arch_id": arch.arch_id, "epoch": recipe.epochs, "recipe": asdict(recipe),
-                                           "history": history, "model": model.state_dict()})
+    save_checkpoint(run_dir / "model.pt", {"format": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION,
+                                           "arch": arch.to_dict(), "arch_id": arch.arch_id, "epoch": recipe.epochs,
+                                           "recipe": asdict(recipe), "history": history, "weights": trained.weights,
+                                           "model": copy.deepcopy(model).cpu().state_dict()})
     write_json(run_dir / "metrics.json", metrics)
     plot_training(history, run_dir / "training.png", f"retrain {arch.arch_id}")
+    write_model_card(run_dir / "MODEL_CARD.md", arch, metrics)
     return metrics

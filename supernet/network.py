@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from supernet.blocks import FAMILIES, HEADS, STEMS
+from supernet.blocks.ghost import GhostBottleneck
 from supernet.blocks.lightvit import GlobalTokenProjection
+from supernet.blocks.transformer import TransformerBlock
 from supernet.ops import Ops, copy_sliced_state
 
 if TYPE_CHECKING:
@@ -65,14 +67,28 @@ class HybridNet(nn.Module):
         return self.head(x, tokens)
 
 
-def build(arch: "Arch") -> nn.Module:
-    """A freshly initialised standalone network for `arch`."""
+def build(arch: "Arch", drop_path_rate: float = 0.0) -> nn.Module:
+    """A freshly initialised standalone network for `arch`, with stochastic depth up to `drop_path_rate` (timm
+    models whose constructor takes no `drop_path_rate`, such as GhostNet, train without)."""
     if arch.timm_model:
         import timm
 
-        return timm.create_model(arch.timm_model, pretrained=False, num_classes=arch.num_classes,
-                                 in_chans=arch.in_channels)
-    return HybridNet(arch)
+        options = {"num_classes": arch.num_classes, "in_chans": arch.in_channels}
+        if drop_path_rate:
+            try:
+                return timm.create_model(arch.timm_model, pretrained=False, drop_path_rate=drop_path_rate, **options)
+            except TypeError:
+                pass
+        return timm.create_model(arch.timm_model, pretrained=False, **options)
+    return set_drop_path(HybridNet(arch), drop_path_rate)
+
+
+def set_drop_path(model: nn.Module, rate: float) -> nn.Module:
+    """Give the residual blocks of `model` drop-path rates rising linearly with depth to `rate` (timm's rule)."""
+    blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, GhostBottleneck))]
+    for index, block in enumerate(blocks):
+        block.drop_path = rate * index / max(1, len(blocks) - 1)
+    return model
 
 
 def _variant_key(family: str, stride: int, separate: dict[str, Any]) -> str:

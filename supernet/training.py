@@ -122,7 +122,9 @@ def adaptive_alpha_divergence(student_logits: torch.Tensor, teacher_log_probs: t
     return torch.where(low > high, low, high).mean()
 
 
-def _distillation(kind: str, student_logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+def distillation_loss(kind: str, student_logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """The distillation loss of a student against the teacher's log-probabilities: KL(teacher || student), or
+    AlphaNet's adaptive alpha-divergence for `kind` "alpha"."""
     if kind == "alpha":
         return adaptive_alpha_divergence(student_logits, teacher_log_probs)
     return F.kl_div(student_logits.log_softmax(dim=-1), teacher_log_probs, reduction="batchmean", log_target=True)
@@ -204,7 +206,7 @@ def train_step(net: torch.nn.Module, space: "SearchSpace", xb: torch.Tensor, yb:
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 teacher = logits.detach().log_softmax(dim=-1)
             else:
-                loss = _distillation(config.distill, logits, teacher)
+                loss = distillation_loss(config.distill, logits, teacher)
             precision.scaler.scale(loss * share).backward()
         total += loss.detach() * share
     precision.scaler.unscale_(optimizer)

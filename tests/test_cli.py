@@ -33,6 +33,24 @@ def test_search_then_retrain_end_to_end(tmp_path):
     assert metrics["test_top1"] > 0.5 and metrics["latency_ms"] > 0 and metrics["within_budget"] is True
     assert "test top-1" in retrain.stdout and "within the 1000 ms budget" in retrain.stdout
     assert str(run_dir / "best.yaml") in retrain.stdout
+    # exported and verified, measured with both runtimes, documented
+    assert metrics["onnx"]["ok"] and metrics["onnx"]["max_abs_diff"] <= 1e-4 and (retrain_dir / "model.onnx").is_file()
+    assert set(metrics["latency"]) == {"torch", "onnxruntime"} and metrics["weights"] in ("ema", "raw")
+    assert metrics["recipe"]["mixup"] > 0 and metrics["recipe"]["randaugment_ops"] > 0  # the full recipe
+    card = (retrain_dir / "MODEL_CARD.md").read_text()
+    assert best["arch_id"] in card and "onnxruntime" in card and "test top-1" in card
+    assert (retrain_dir / "training.png").stat().st_size > 1000
+    assert yaml.safe_load((retrain_dir / "recipe.yaml").read_text())["epochs"] == 4
+
+    # the K most accurate points of the front, each retrained like the winner
+    front_files = sorted((run_dir / "front").glob("*.yaml"))
+    assert front_files and yaml.safe_load(front_files[0].read_text())["arch_id"] == best["arch_id"]
+    top = run_nas("retrain", run_dir, "--top", 2, "--epochs", 1, "--limit-train", 256, "--json")
+    assert top.returncode == 0, top.stderr
+    retrained = json.loads(top.stdout)["retrained"]
+    assert len(retrained) == min(2, len(front_files)) and retrained[0]["arch_id"] == best["arch_id"]
+    assert json.loads((run_dir / "retrain-top" / "top.json").read_text()) == retrained
+    assert (run_dir / "retrain-top" / front_files[0].stem / "model.onnx").is_file()
 
     from nas.retrain import load_model
 

@@ -8,6 +8,7 @@ optionally parameter and MAC limits). The study lives in an Optuna journal file 
 from __future__ import annotations
 
 import csv
+import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,28 +238,37 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSp
         raise NasError(f"no sub-network met the {settings.budget_ms:g} ms budget on re-measurement after {len(rows)} "
                        f"trials (fastest p90 seen {fastest:.3f} ms); raise --latency-budget or run more --trials "
                        f"(see {run_dir}/trials.csv)")
-    best = max(confirmed, key=lambda row: (row["val_acc"], -row["remeasured_ms"]))
-    arch, record, trial = best["_arch"], best["_record"], best["_trial"]
-    summary = {
-        "arch_id": arch.arch_id,
-        "arch": arch.to_dict(),
-        "latency_ms": round(record.median_ms, 4),
-        "latency_p90_ms": round(record.p90_ms, 4),
-        "budget_ms": settings.budget_ms,
-        "val_accuracy_supernet": round(trial.values[0], 4),
-        "params": trial.user_attrs["params"],
-        "macs": best["macs"],
-        "device": {"name": record.device_name, "device": record.device, "threads": record.threads,
-                   "runtime": record.runtime, "runtime_version": record.runtime_version,
-                   "fingerprint": record.fingerprint, "versions": record.versions},
-        "latency_in_search": {"median_ms": round(trial.values[1], 4),
-                              "p90_ms": round(trial.user_attrs["latency_p90_ms"], 4),
-                              "source": trial.user_attrs["latency_source"]},
-        "provenance": {"space": settings.space, "space_hash": space.space_hash, "supernet": str(supernet_path),
-                       "supernet_hash": file_hash(supernet_path), "trial": trial.number,
-                       "trials": len(rows), "search_seconds": round(seconds, 1),
-                       "data": settings.data or "fashion-mnist", "backend": settings.backend},
-    }
+    supernet_hash = file_hash(supernet_path)
+
+    def summary_of(row: dict[str, Any]) -> dict[str, Any]:
+        """A front point as a retrainable file: arch, its re-measured latency, and where it came from."""
+        arch, record, trial = row["_arch"], row["_record"], row["_trial"]
+        return {
+            "arch_id": arch.arch_id,
+            "arch": arch.to_dict(),
+            "latency_ms": round(record.median_ms, 4),
+            "latency_p90_ms": round(record.p90_ms, 4),
+            "budget_ms": settings.budget_ms,
+            "val_accuracy_supernet": round(trial.values[0], 4),
+            "params": trial.user_attrs["params"],
+            "macs": row["macs"],
+            "device": {"name": record.device_name, "device": record.device, "threads": record.threads,
+                       "runtime": record.runtime, "runtime_version": record.runtime_version,
+                       "fingerprint": record.fingerprint, "versions": record.versions},
+            "latency_in_search": {"median_ms": round(trial.values[1], 4),
+                                  "p90_ms": round(trial.user_attrs["latency_p90_ms"], 4),
+                                  "source": trial.user_attrs["latency_source"]},
+            "provenance": {"space": settings.space, "space_hash": space.space_hash, "supernet": str(supernet_path),
+                           "supernet_hash": supernet_hash, "trial": trial.number,
+                           "trials": len(rows), "search_seconds": round(seconds, 1),
+                           "data": settings.data or "fashion-mnist", "backend": settings.backend},
+        }
+
+    ranked = sorted(confirmed, key=lambda row: (-row["val_acc"], row["remeasured_ms"]))
+    shutil.rmtree(run_dir / "front", ignore_errors=True)  # a resumed search's front replaces the last one's
+    for place, row in enumerate(ranked, 1):  # for `nas retrain --top K`
+        write_yaml(run_dir / "front" / f"{place:02d}-{row['_arch'].arch_id}.yaml", summary_of(row))
+    summary = summary_of(ranked[0])
     write_yaml(run_dir / "best.yaml", summary)
     write_report(run_dir, f"{space.name} under {settings.budget_ms:g} ms on {device} ({settings.runtime})", summary,
                  rows, front, [list(stage.families) for stage in space.stages], seconds)

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from timm.layers import drop_path
 from torch import nn
 
 from supernet.blocks import Knob, block_knobs, is_int, is_number
@@ -84,6 +85,7 @@ class GhostBottleneck(nn.Module):
         expansion, kernel, se, ratio = knobs["expansion"], knobs["kernel"], knobs["se"], knobs["ratio"]
         c_mid = hidden_width(c_in, expansion)
         self.stride, self.use_se, self.use_projection = stride, se > 0, projection
+        self.drop_path = 0.0  # stochastic depth of the residual branch while training (set by set_drop_path)
         self.ghost1 = GhostModule(c_in, c_mid, True, ops, ratio)
         if stride > 1:
             self.dw = ops.dwconv(c_mid, kernel, stride)
@@ -117,7 +119,8 @@ class GhostBottleneck(nn.Module):
             y = self.dw_bn(self.dw(y))
         if self.use_se:
             y = self.se(y)
-        return self.ghost2(y) + (self.shortcut(x) if self.use_projection else x)
+        shortcut = self.shortcut(x) if self.use_projection else x
+        return drop_path(self.ghost2(y), self.drop_path, self.training) + shortcut
 
 
 class GhostStage(nn.Module):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from timm.layers import drop_path
 from torch import nn
 
 from supernet.blocks import Knob, is_bool, is_int, is_number, one_of
@@ -147,6 +148,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.cpe = ops.dwconv(width, 3, bias=True) if knobs["cpe"] else None
         self.use_cpe = knobs["cpe"]
+        self.drop_path = 0.0  # stochastic depth of both residual branches while training (set by set_drop_path)
         self.norm1 = ops.ln(width, eps)
         self.mixer = mixer(width, knobs, ops)
         self.norm2 = ops.ln(width, eps)
@@ -162,8 +164,8 @@ class TransformerBlock(nn.Module):
             image = x[:, n_global:]
             image = image + map_to_tokens(self.cpe(tokens_to_map(image, hw)))
             x = torch.cat([x[:, :n_global], image], dim=1) if n_global else image
-        x = x + self.mixer(self.norm1(x), hw, n_global)
-        return x + self.ffn(self.norm2(x), hw, n_global)
+        x = x + drop_path(self.mixer(self.norm1(x), hw, n_global), self.drop_path, self.training)
+        return x + drop_path(self.ffn(self.norm2(x), hw, n_global), self.drop_path, self.training)
 
 
 class TransformerStage(nn.Module):
