@@ -36,6 +36,13 @@ def plot_pareto(rows: list[dict], front: list[dict], budget_ms: float, path: Pat
     ordered = sorted(front, key=lambda r: r["latency_ms"])
     ax.plot([r["latency_ms"] for r in ordered], [r["val_acc"] for r in ordered], "-o", c="#dd8452", ms=5,
             label="Pareto front")
+    references = [r for r in rows if r.get("reference")]
+    if references:
+        ax.scatter([r["latency_ms"] for r in references], [r["val_acc"] for r in references], s=110, marker="*",
+                   c="#55a868", edgecolors="black", linewidths=0.5, zorder=3, label="reference architectures")
+        for r in references:
+            ax.annotate(r["reference"], (r["latency_ms"], r["val_acc"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
     ax.axvline(budget_ms, ls="--", c="#c44e52", label=f"budget {budget_ms:g} ms")
     ax.set_xlabel("measured latency, median (ms)")
     ax.set_ylabel("validation accuracy (supernet weights)")
@@ -118,8 +125,9 @@ def family_bests(rows: list[dict], stage_families: list[list[str]]) -> dict[str,
 
 
 def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], front: list[dict],
-                 stage_families: list[list[str]], seconds: float) -> Path:
-    """report.md: the front, the winner, each family's best, the search history and timings."""
+                 stage_families: list[list[str]], seconds: float, outside_references: list[str]) -> Path:
+    """report.md: the front, the winner against the reference architectures, each family's best, the search
+    history and timings. `outside_references` names the reference architectures that are not in the space."""
     plot_history(rows, run_dir / "history.png", title)
     columns = [("trial", "trial"), ("arch id", "arch_id"), ("val acc", "val_acc"), ("latency ms", "latency_ms"),
                ("p90 ms", "latency_p90_ms"), ("params", "params"), ("families", "families"), ("depths", "depths"),
@@ -135,6 +143,14 @@ def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], fro
              "## Pareto front (feasible, re-measured)", ""]
     lines += _table(front, columns[:5] + [("re-measured ms", "remeasured_ms"), ("re-measured p90", "remeasured_p90_ms")]
                     + columns[5:] + [("MACs", "macs")])
+    lines += ["", "## Winner vs reference architectures", "",
+              "The papers' architectures that are members of this space were evaluated as trials of the search "
+              "(supernet accuracy, measured latency); they are the stars in pareto.png.", ""]
+    references = [{"model": f"reference {r['reference']}", **r} for r in rows if r.get("reference")]
+    lines += _table([{"model": "winner", **winner}] + references, [("model", "model")] + columns[1:])
+    if outside_references:
+        lines += ["", "Not compared here, as no trial of this space can be them (another resolution, channel count "
+                  f"or size, or knobs set per block): {', '.join(outside_references)}."]
     lines += ["", "## Best feasible member of each block family", "",
               "The most accurate trial within the budget that uses one family wherever the space offers it, "
               "to show what mixing families bought.", ""]

@@ -117,3 +117,22 @@ def test_heads_are_offered_only_with_the_widths_they_divide(hybrid_space):
         for stage in arch.stages:
             if stage.family in ("lightvit", "rasa", "saa", "csa"):
                 assert stage.width % stage.knobs["heads"] == 0
+
+
+def test_a_new_study_is_warm_started_with_the_reference_members(hybrid_space, tmp_path):
+    import optuna
+
+    from nas.search.study import SearchSettings, open_study, reference_members
+
+    members = reference_members(hybrid_space.with_num_classes(10))
+    assert len(members) == 8 and "ghostnet_100" not in members  # its per-block lists are no single trial
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+    settings = SearchSettings(space="search_spaces/hybrid.yaml", latency_budget="5ms", budget_ms=5.0)
+    study, done = open_study(settings, hybrid_space.with_num_classes(10), storage, log=lambda _: None)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    labelled = {t.user_attrs["reference"]: t.system_attrs["fixed_params"] for t in waiting
+                if "reference" in t.user_attrs}
+    assert done == 0 and set(labelled) == set(members)
+    for name, params in labelled.items():  # each enqueued trial is that reference architecture
+        assert hybrid_space.with_num_classes(10).suggest(optuna.trial.FixedTrial(params)) == members[name]
+    assert reference_members(load_space(TINY_SPACE)) == {}

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from nas.arch import Arch
+from nas.arch import Arch, load_arch
 from nas.complexity import count_macs, count_params
 from nas.data import Splits
 from nas.errors import NasError
@@ -125,9 +125,30 @@ def open_study(settings: SearchSettings, space: SearchSpace, storage: optuna.sto
         warm_start = [space.smallest(), space.largest()] + [space.single_family(f) for f in space.families()]
         for member in warm_start:
             study.enqueue_trial(space.to_params(member), skip_if_exists=True)
+        for name, member in reference_members(space).items():
+            study.enqueue_trial(space.to_params(member), user_attrs={"reference": name}, skip_if_exists=True)
     elif done:
         log(f"resuming the search: {done}/{settings.trials} trials done")
     return study, done
+
+
+def reference_archs() -> dict[str, Arch]:
+    """The papers' architectures shipped in search_spaces/reference/, by file name (none if not shipped)."""
+    folder = Path(__file__).resolve().parents[2] / "search_spaces" / "reference"
+    return {path.stem: load_arch(path) for path in sorted(folder.glob("*.yaml"))}
+
+
+def reference_members(space: SearchSpace) -> dict[str, Arch]:
+    """The reference architectures (with the space's classes) that a trial of `space` can be, by name. GhostNet's
+    per-block knob lists make it a member that a trial (one value per stage) cannot express."""
+    def one_trial(arch: Arch) -> bool:
+        try:
+            return space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+        except ValueError:  # a knob given per block: no choice of the trial's distribution
+            return False
+
+    members = {name: arch.with_num_classes(space.num_classes) for name, arch in reference_archs().items()}
+    return {name: arch for name, arch in members.items() if space.contains(arch) and one_trial(arch)}
 
 
 class Evaluator:
@@ -194,6 +215,7 @@ def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "feasible": is_feasible(trial), "latency_source": trial.user_attrs["latency_source"],
             "params": trial.user_attrs["params"], "families": "-".join(s["family"] for s in stages),
             "depths": "-".join(str(s["depth"]) for s in stages), "widths": "-".join(str(s["width"]) for s in stages),
+            "reference": trial.user_attrs.get("reference", ""),
             "seconds": round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
             if trial.datetime_complete and trial.datetime_start else None}
 
@@ -271,5 +293,6 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSp
     summary = summary_of(ranked[0])
     write_yaml(run_dir / "best.yaml", summary)
     write_report(run_dir, f"{space.name} under {settings.budget_ms:g} ms on {device} ({settings.runtime})", summary,
-                 rows, front, [list(stage.families) for stage in space.stages], seconds)
+                 rows, front, [list(stage.families) for stage in space.stages], seconds,
+                 sorted(set(reference_archs()) - set(reference_members(space))))
     return summary
