@@ -1,6 +1,6 @@
 """Search figures on the embedded data: samplers compared at equal trial counts, and Ray throughput.
 
-    .venv/bin/python bench/search.py                          # cpu_small, 3 seeds x 30 trials, budget 3ms
+    .venv/bin/python bench/search.py                          # cpu_small, 3 seeds x 30 trials, budget 5ms
     .venv/bin/python bench/search.py --seeds 5 --trials 60 --skip-ray
 
 One supernet is trained first and shared by every search. For each sampler (NSGA-II, TPE, random) and seed it
@@ -49,7 +49,7 @@ def search(args: list[str], cache: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "cpu_small.yaml"))
-    parser.add_argument("--budget", default="3ms")
+    parser.add_argument("--budget", default="5ms")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)

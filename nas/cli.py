@@ -11,7 +11,7 @@ from typing import Any, Callable
 from nas.errors import NasError
 
 MAIN_EXAMPLES = """examples:
-  nas search --space search_spaces/cpu_small.yaml --latency-budget 3ms --device cpu --run-dir runs/quickstart
+  nas search --space search_spaces/cpu_small.yaml --latency-budget 5ms --device cpu --run-dir runs/quickstart
   nas retrain runs/quickstart/best.yaml
   nas export runs/quickstart/retrain/model.pt --format onnx
   nas describe runs/quickstart/best.yaml --json
@@ -198,7 +198,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     _emit({"checkpoint": str(path), "history": history}, args.json,
           [f"supernet checkpoint: {path}", f"largest member val accuracy {history[-1]['val_acc_largest']:.3f}, "
            f"smallest {history[-1]['val_acc_smallest']:.3f}",
-           f"next: nas search --space {args.space} --supernet {path} --latency-budget 2ms --device {device}"])
+           f"next: nas search --space {args.space} --supernet {path} --latency-budget 4ms --device {device}"])
     return 0
 
 
@@ -484,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = _command(sub, "search", cmd_search, "search a space for the most accurate sub-network under a latency "
                       "budget measured on the device",
-                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 3ms --device cpu\n"
-                      "  nas search --space search_spaces/cpu_small.yaml --latency-budget 2ms --backend ray "
+                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 5ms --device cpu\n"
+                      "  nas search --space search_spaces/cpu_small.yaml --latency-budget 4ms --backend ray "
                       "--workers 2\n"
                       "  nas search --resume runs/quickstart")
     search.add_argument("--space", help="search-space YAML")
