@@ -326,8 +326,8 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
             expected_p90_ms: float | None = None, supernet: "HybridSupernet | None" = None,
             source: str = "", log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train `arch` in `run_dir` (resuming its checkpoint), then test it, export and verify ONNX, measure latency
-    with torch and ONNX Runtime (and `runtime`), and write model.pt, model.onnx, metrics.json, training.png and
-    MODEL_CARD.md. Returns the metrics (None on the ranks other than 0 under torchrun).
+    with torch and ONNX Runtime (and `runtime`), and write model.pt, model.onnx, metrics.json, recipe.yaml,
+    training.png and MODEL_CARD.md. Returns the metrics (None on the ranks other than 0 under torchrun).
 
     `expected_ms` and `expected_p90_ms` are the search's measurement of the arch (best.yaml) with `runtime`, used
     to recognise a disturbed re-measurement; `budget_ms` is checked against the re-measured p90.
@@ -336,8 +336,6 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
     from nas.report import write_model_card
 
     with process_group(device) as rank_device:
-        if rank_and_world()[0] == 0:
-            write_yaml(run_dir / "recipe.yaml", asdict(recipe))
         trained = train_standalone(arch, data, recipe, rank_device, run_dir / "checkpoint.pt", log, supernet)
     if rank_and_world()[0] != 0:
         return None
@@ -370,6 +368,7 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
                                            "recipe": asdict(recipe), "history": history, "weights": trained.weights,
                                            "model": copy.deepcopy(model).cpu().state_dict()})
     write_json(run_dir / "metrics.json", metrics)
+    write_yaml(run_dir / "recipe.yaml", asdict(recipe))
     plot_training(history, run_dir / "training.png", f"retrain {arch.arch_id}")
     write_model_card(run_dir / "MODEL_CARD.md", arch, metrics)
     return metrics

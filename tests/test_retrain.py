@@ -70,6 +70,7 @@ def test_retrain_inputs_that_cannot_work_are_one_line(arch_file, tmp_path, tiny_
     save_checkpoint(tmp_path / "f" / "checkpoint.pt",
                     {"format": CHECKPOINT_KIND, "version": 2, "arch_id": other.arch_id, "arch": other.to_dict()})
     assert_one_line_error(run_nas(*base, "--run-dir", tmp_path / "f"), f"arch {other.arch_id}", "another --run-dir")
+    assert [p.name for p in (tmp_path / "f").iterdir()] == ["checkpoint.pt"]  # nothing of the other run touched
 
 
 def test_init_from_the_supernet_and_distillation(tiny_supernet, tiny_space, small_data, tmp_path):
