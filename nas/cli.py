@@ -326,16 +326,16 @@ def _retrain_top(args: argparse.Namespace) -> int:
     if args.top > len(front):
         log(f"the front holds {len(front)} feasible point(s); retraining all of them")
     out = Path(args.run_dir) if args.run_dir else search_dir / "retrain-top"
-    results = []
-    for place, path in enumerate(front[: args.top], 1):
-        log(f"--- {place}/{min(args.top, len(front))}: {path.name}")
-        metrics, _ = _retrain_one(args, path, read_yaml(path), out / path.stem)
+    results, documents = [], [read_yaml(path) for path in front[: args.top]]
+    for place, (path, document) in enumerate(zip(front, documents), 1):
+        log(f"--- {place}/{len(documents)}: {path.name}")
+        metrics, _ = _retrain_one(args, path, document, out / path.stem)
         results.append(metrics)
     write_json(out / "top.json", results)
     lines = [f"{'place':>5}  {'arch id':12}  {'supernet':>8}  {'test top-1':>10}  {'ms median':>9}  {'p90':>7}  "
              f"{'params':>9}"]
-    for place, (path, m) in enumerate(zip(front, results), 1):
-        supernet_acc = read_yaml(path)["val_accuracy_supernet"]
+    for place, (document, m) in enumerate(zip(documents, results), 1):
+        supernet_acc = document["val_accuracy_supernet"]
         lines.append(f"{place:5}  {m['arch_id']:12}  {supernet_acc:8.3f}  {100 * m['test_top1']:9.1f}%  "
                      f"{m['latency_ms']:9.3f}  {m['latency_p90_ms']:7.3f}  {m['params']:9,}")
     lines.append(f"results: {out / 'top.json'}; each model in {out}/<place>-<arch id>/")

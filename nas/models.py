@@ -32,14 +32,7 @@ def read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch]:
     from nas.retrain import CHECKPOINT_KIND  # here, not above: `import nas.models` stays light
 
     path = Path(path)
-    if not path.is_file():
-        raise NasError(f"{path}: no such checkpoint file; {RETRAINED_HINT}")
-    try:
-        payload = load_checkpoint(path, CHECKPOINT_KIND)
-    except NasError as error:
-        if f"expected a {CHECKPOINT_KIND} checkpoint" in str(error):  # a checkpoint of another kind
-            raise NasError(f"{error}; {RETRAINED_HINT}") from None
-        raise
+    payload = load_checkpoint(path, CHECKPOINT_KIND, hint=RETRAINED_HINT)
     if "arch" not in payload or "model" not in payload:
         raise NasError(f"{path}: a {CHECKPOINT_KIND} checkpoint without arch and weights; {RETRAINED_HINT}")
     arch = Arch.from_dict(payload["arch"], str(path))

@@ -175,11 +175,10 @@ class RandAugment:
 
 def supernet_for(arch: Arch, path: Path) -> "HybridSupernet":
     """The supernet checkpoint at `path`, checked to hold `arch` (for `init: supernet` and `distill`)."""
-    from nas.space import space_from_dict
-    from supernet.training import load_supernet, load_supernet_checkpoint
+    from supernet.training import load_supernet
 
-    space = space_from_dict(load_supernet_checkpoint(path)["space"], str(path))
-    supernet = load_supernet(path, space)
+    supernet = load_supernet(path)
+    space = supernet.space
     if arch.timm_model or not space.contains(arch) or space.num_classes != arch.num_classes:
         raise NasError(f"{path}: arch {arch.arch_id} is not a member of this supernet's space {space.name!r} "
                        f"({space.num_classes} classes); pass the supernet it was searched with, or --init scratch "
@@ -345,11 +344,11 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
     onnx = export_and_verify(model, arch, data, run_dir / "model.onnx")
     log(f"ONNX export verified: {onnx['onnx']} (max |torch - onnxruntime| {onnx['max_abs_diff']:.2g} on "
         f"{onnx['images']} test images)")
-    latency = {}
-    for name in dict.fromkeys([runtime, "torch", "onnxruntime"]):
+    latency, cache = {}, LatencyCache()
+    for name in dict.fromkeys([runtime, "torch", "onnxruntime"]):  # ONNX Runtime times the file just verified
         expected = {"expected_ms": expected_ms, "expected_p90_ms": expected_p90_ms} if name == runtime else {}
-        latency[name] = measure_arch(arch, device, name, threads, cache=LatencyCache(), model=model, refresh=True,
-                                     **expected, **CAREFUL).to_dict()
+        latency[name] = measure_arch(arch, device, name, threads, cache=cache, model=model, refresh=True,
+                                     onnx_file=Path(onnx["onnx"]), **expected, **CAREFUL).to_dict()
     chosen = latency[runtime]
     metrics = {
         "arch_id": arch.arch_id, "source": source, "test_top1": round(test[1], 4), "test_top5": round(test[5], 4),

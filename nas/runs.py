@@ -41,11 +41,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
-    """Load a checkpoint of `kind` ('nas-supernet' or 'nas-model') safely; any other file is a NasError."""
+def load_checkpoint(path: Path, kind: str, hint: str = "") -> dict[str, Any]:
+    """Load a checkpoint of `kind` ('nas-supernet' or 'nas-model') safely; any other file is a NasError, which
+    ends with `hint` (what to pass instead) when the file is missing or of another kind."""
     path = Path(path)
+    fix = f"; {hint}" if hint else ""
     if not path.is_file():
-        raise NasError(f"{path}: no such checkpoint file")
+        raise NasError(f"{path}: no such checkpoint file{fix}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as error:
@@ -53,7 +55,7 @@ def load_checkpoint(path: Path, kind: str) -> dict[str, Any]:
                        f"{type(error).__name__}); pass a checkpoint written by nas") from None
     if not isinstance(payload, dict) or payload.get("format") != kind:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise NasError(f"{path}: expected a {kind} checkpoint written by nas, found {found or 'something else'}")
+        raise NasError(f"{path}: expected a {kind} checkpoint written by nas, found {found or 'something else'}{fix}")
     return payload
 
 

@@ -166,7 +166,7 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
         dist.destroy_process_group()
 
 
-def wrap_for_ranks(model: HybridSupernet, device: torch.device) -> torch.nn.Module:
+def wrap_for_ranks(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """`model` in DistributedDataParallel when in a process group of several ranks, else `model` itself."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return model
@@ -334,9 +334,14 @@ def load_supernet_checkpoint(path: Path, space: "SearchSpace | None" = None) -> 
     return payload
 
 
-def load_supernet(path: Path, space: "SearchSpace") -> HybridSupernet:
-    """A trained supernet for `space` from a checkpoint written by `train_supernet`."""
+def load_supernet(path: Path, space: "SearchSpace | None" = None) -> HybridSupernet:
+    """A trained supernet from a checkpoint written by `train_supernet`: for `space`, which it must have been
+    trained for, or (None) for the space recorded in the checkpoint."""
     payload = load_supernet_checkpoint(path, space)
+    if space is None:
+        from nas.space import space_from_dict
+
+        space = space_from_dict(payload["space"], str(path))
     model = HybridSupernet(space)
     try:
         model.load_state_dict(payload["model"])

@@ -98,14 +98,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def _runner(model: nn.Module, x: torch.Tensor, runtime: str, device: torch.device, threads: int,
-            workdir: Path) -> tuple[Callable[[], object], str]:
-    """A zero-argument callable that runs one inference, and the runtime's version."""
+            workdir: Path, onnx_file: Path | None = None) -> tuple[Callable[[], object], str]:
+    """A zero-argument callable that runs one inference, and the runtime's version. ONNX Runtime runs
+    `onnx_file` (the model already exported for this input shape) when given, else a fresh export."""
     if runtime == "onnxruntime":
         import onnxruntime
 
         from nas.export import export_onnx, onnx_session
 
-        path = export_onnx(model, x.shape[1], x.shape[-1], workdir / "model.onnx", batch=x.shape[0])
+        path = onnx_file or export_onnx(model, x.shape[1], x.shape[-1], workdir / "model.onnx", batch=x.shape[0])
         session = onnx_session(path, threads, str(device))
         feed = {session.get_inputs()[0].name: x.cpu().numpy()}
         return (lambda: session.run(None, feed)), onnxruntime.__version__
@@ -123,8 +124,9 @@ def _runner(model: nn.Module, x: torch.Tensor, runtime: str, device: torch.devic
 def measure_latency(model: nn.Module, in_channels: int, resolution: int, device: torch.device,
                     threads: int = 1, batch: int = 1, runtime: str = "torch", warmup: int = 10, runs: int = 50,
                     repeats: int = 3, pause_s: float = 0.05, max_spread: float = 0.3,
-                    extra_repeats: int = 3) -> LatencyRecord:
-    """Time one inference of `model` on a random input batch; see the module docstring for the protocol."""
+                    extra_repeats: int = 3, onnx_file: Path | None = None) -> LatencyRecord:
+    """Time one inference of `model` on a random input batch; see the module docstring for the protocol.
+    With ONNX Runtime, `onnx_file` is `model` already exported for this batch and size (else it is exported)."""
     check_runtime(runtime)
     x = torch.randn(batch, in_channels, resolution, resolution, device=device)
     saved_threads = torch.get_num_threads()
@@ -133,7 +135,7 @@ def measure_latency(model: nn.Module, in_channels: int, resolution: int, device:
             torch.set_num_threads(threads)
             torch.set_flush_denormal(True)
         try:
-            run, version = _runner(model, x, runtime, device, threads, Path(workdir))
+            run, version = _runner(model, x, runtime, device, threads, Path(workdir), onnx_file)
             synchronise = device.type == "cuda" and runtime != "onnxruntime"
             blocks: list[list[float]] = []
             while len(blocks) < repeats or (min(_spread(b) for b in blocks) > max_spread
@@ -188,13 +190,14 @@ def _time_block(run: Callable[[], object], warmup: int, runs: int, synchronise: 
 def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
                  cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
                  expected_ms: float | None = None, expected_p90_ms: float | None = None,
-                 **protocol: float) -> LatencyRecord:
+                 onnx_file: Path | None = None, **protocol: float) -> LatencyRecord:
     """Latency of `arch` (built fresh unless `model` is given), from `cache` when it holds this measurement.
 
     `refresh` measures again even on a cache hit (and stores the new record): for the figures a user reads.
     `expected_ms` (and `expected_p90_ms`) are an earlier measurement of the same arch: a new median (or p90)
     more than 25 % above it is taken to be a slow or spiky spell of a shared machine (they last seconds), and
     the measurement is repeated after a pause, up to 3 times; the steadiest record (lowest p90) is kept.
+    `onnx_file` is `model` already exported (for ONNX Runtime), so the file timed is the one shipped.
     """
     from supernet.network import build
 
@@ -204,7 +207,8 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
         if hit is not None:
             return LatencyRecord.from_dict(hit)
     model = model if model is not None else build(arch)
-    record = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime, **protocol)
+    record = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime,
+                             onnx_file=onnx_file, **protocol)
     def disturbed(r: LatencyRecord) -> bool:
         return bool((expected_ms and r.median_ms > 1.25 * expected_ms)
                     or (expected_p90_ms and r.p90_ms > 1.25 * expected_p90_ms))
@@ -213,7 +217,8 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
         if not disturbed(record):
             break
         time.sleep(2.0)
-        again = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime, **protocol)
+        again = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime,
+                                onnx_file=onnx_file, **protocol)
         record = min(record, again, key=lambda r: (r.p90_ms, r.median_ms))
     if cache is not None:
         cache.put(key, record.to_dict())
