@@ -1,0 +1,75 @@
+"""Where a trained supernet's inherited weights hold up: the smallest member changed one choice at a time.
+
+    .venv/bin/python bench/inherited.py --space search_spaces/hybrid_cpu.yaml --supernet runs/x/supernet.pt
+
+Prints the validation accuracy (BN recalibrated) that the space's largest and smallest members and each
+family's smallest single-family member get with the supernet's weights, then the smallest member with one
+search parameter moved to each of its other choices (the members that change yields). A choice that costs much
+accuracy is one the sandwich training leaves under-trained, which is what spoils the supernet's ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", required=True)
+    parser.add_argument("--supernet", required=True, help="a checkpoint from `nas supernet train` for --space")
+    parser.add_argument("--max", type=int, default=40, help="at most this many one-choice changes")
+    args = parser.parse_args()
+
+    import optuna
+
+    from nas.data import load_data
+    from nas.evaluate import inherited_accuracy
+    from nas.space import load_space
+    from supernet.training import load_supernet
+
+    data = load_data()
+    space = load_space(args.space).with_num_classes(data.num_classes)
+    supernet = load_supernet(Path(args.supernet), space)
+
+    def accuracy(arch) -> float:
+        return inherited_accuracy(supernet.extract(arch), arch, data)
+
+    smallest = space.smallest()
+    members = {"largest": space.largest(), "smallest": smallest}
+    members.update({f"smallest {family}-only": space.single_family(family) for family in space.families()})
+    for name, arch in members.items():
+        print(f"{name:34} {accuracy(arch):.3f}")
+    print(f"\nthe smallest member ({accuracy(smallest):.3f}) with one choice changed:")
+    base, seen, changes = space.to_params(smallest), {smallest}, 0
+
+    class Recorder:  # a trial that answers as the smallest member and notes every parameter offered on the way
+        distributions: dict = {}
+
+        def suggest_categorical(self, name, choices):
+            self.distributions[name] = choices
+            return base[name]
+
+    space.suggest(Recorder())
+    distributions = Recorder.distributions
+    for name, choices in distributions.items():
+        for choice in choices:
+            if changes >= args.max or choice == base.get(name):
+                continue
+            try:
+                arch = space.suggest(optuna.trial.FixedTrial({**base, name: choice}))
+            except ValueError:  # the change opens parameters the smallest member does not set
+                continue
+            if arch in seen:
+                continue
+            seen.add(arch)
+            changes += 1
+            print(f"  {name} = {choice!s:12} {accuracy(arch):.3f}")
+
+
+if __name__ == "__main__":
+    main()
