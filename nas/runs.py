@@ -16,6 +16,9 @@ import yaml
 from nas.errors import NasError
 
 RUNS_ROOT = Path("runs")
+# The meaning nas gives to stored weights: raised when the same tensors come to mean something else (2: GhostNet
+# channels grouped per primary channel, fused projections sliced part by part), so older checkpoints are refused
+WEIGHT_LAYOUT = 2
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -37,7 +40,7 @@ def write_json(path: Path, data: Any) -> None:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    torch.save({**payload, "weight_layout": WEIGHT_LAYOUT}, tmp)
     os.replace(tmp, path)
 
 
@@ -56,6 +59,10 @@ def load_checkpoint(path: Path, kind: str, hint: str = "") -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != kind:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise NasError(f"{path}: expected a {kind} checkpoint written by nas, found {found or 'something else'}{fix}")
+    if payload.get("weight_layout", 1) != WEIGHT_LAYOUT:
+        raise NasError(f"{path}: written by a nas whose weights mean something else (layout "
+                       f"{payload.get('weight_layout', 1)}, this nas reads {WEIGHT_LAYOUT}); train it again in a new "
+                       "run folder")
     return payload
 
 

@@ -84,3 +84,54 @@ def test_every_family_extracts_exactly_from_one_supernet():
         # Optuna stores list-valued knobs (RASA dilations) as text; suggest() must give the arch back
         assert space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
     assert families_seen == {"ghost", "csa", "mhsa", "rasa", "saa", "lightvit", "fwa"}
+
+
+@torch.no_grad()
+def test_a_narrower_ghost_module_gives_the_first_channels_of_a_wider_one():
+    """Weight sharing: channel i means the same feature at every width (GhostNet's [all primary, all cheap]
+    order would put a cheap channel where a wider module has a primary one)."""
+    from supernet.blocks.ghost import GhostModule
+    from supernet.ops import Ops
+
+    torch.manual_seed(0)
+    module = GhostModule(8, 24, True, Ops(True), ratio=3).eval()
+    randomise_norms(module)
+    x = torch.randn(2, 8, 6, 6)
+    module.set_active(24)
+    wide = module(x)
+    for width in (6, 12, 17):
+        module.set_active(width)
+        assert torch.allclose(module(x), wide[:, :width], atol=1e-6)
+
+
+@torch.no_grad()
+def test_fused_and_concatenated_dimensions_are_sliced_part_by_part():
+    """A narrower member's k and v come from the rows the widest member uses for k and v, and a layer reading a
+    concatenation reads each part's own columns."""
+    from supernet.ops import ElasticConv2d, ElasticLayerNorm, ElasticLinear, copy_sliced_state
+
+    torch.manual_seed(0)
+    qkv = ElasticLinear(8, 3 * 8, out_parts=3)
+    x = torch.randn(5, 4)
+    qkv.active_out = 3 * 4
+    weight = qkv.weight.unflatten(0, (3, 8))[:, :4, :4].flatten(0, 1)  # the first 4 rows of each of q, k, v
+    bias = qkv.bias.unflatten(0, (3, 8))[:, :4].flatten()
+    assert torch.allclose(qkv(x), torch.nn.functional.linear(x, weight, bias), atol=1e-6)
+
+    # reading [a, b] at width 3 equals reading [a, 0, b, 0] at width 8: each part's first columns
+    fuse = ElasticConv2d(2 * 8, 4, 3, in_parts=2)
+    a, b = torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 5)
+    padded = torch.cat([a, torch.zeros(1, 5, 5, 5), b, torch.zeros(1, 5, 5, 5)], dim=1)
+    assert torch.allclose(fuse(torch.cat([a, b], dim=1)), fuse(padded), atol=1e-5)
+
+    norm = ElasticLayerNorm(4 * 8, parts=4)
+    torch.nn.init.normal_(norm.weight)
+    tokens = torch.randn(2, 4 * 3)
+    expected = torch.nn.functional.layer_norm(tokens, (12,), norm.weight.unflatten(0, (4, 8))[:, :3].flatten(),
+                                              norm.bias.unflatten(0, (4, 8))[:, :3].flatten())
+    assert torch.allclose(norm(tokens), expected, atol=1e-6)
+
+    # a static layer takes the same slices
+    static = torch.nn.Linear(4, 3 * 4)
+    copy_sliced_state(static, qkv)
+    assert torch.allclose(static(x), qkv(x), atol=1e-6)

@@ -40,6 +40,10 @@ def test_checkpoint_errors_are_one_clear_line(tiny_space, small_data, tmp_path):
                              torch.device("cpu"), log=lambda _: None)
     with pytest.raises(NasError, match="trained for space 'tiny'"):
         load_supernet(trained, load_space(ROOT / "search_spaces" / "cpu_small.yaml"))
+    older = tmp_path / "older.pt"  # same tensors, but from before GhostNet's channel order changed
+    torch.save({**torch.load(trained, weights_only=True), "weight_layout": 1}, older)
+    with pytest.raises(NasError, match="weights mean something else .* train it again"):
+        load_supernet(older, tiny_space)
 
 
 def test_resuming_with_another_recipe_is_refused(tiny_supernet, tmp_path):

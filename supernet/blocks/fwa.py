@@ -75,7 +75,7 @@ class FastWindowAttention(nn.Module):
     def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops) -> None:
         super().__init__()
         self.q = ops.linear(width, width, bias=False)
-        self.kv = ops.linear(width, 2 * width, bias=False)
+        self.kv = ops.linear(width, 2 * width, bias=False, out_parts=2)
         self.proj = ops.linear(width, width)
         self.local_agg = ops.dwconv(width, 3) if knobs["aggregator"] == "dwconv" else None
         self.configure(knobs)
@@ -121,9 +121,9 @@ class FastWindowAttention(nn.Module):
 
 class ConvBNAct(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, ops: Ops, stride: int = 1, groups: int = 1,
-                 act: bool = True) -> None:
+                 act: bool = True, in_parts: int = 1) -> None:
         super().__init__()
-        self.conv = ops.conv(c_in, c_out, kernel, stride, groups)
+        self.conv = ops.conv(c_in, c_out, kernel, stride, groups, in_parts=in_parts)
         self.bn = ops.bn(c_out)
         self.act = act
 
@@ -153,7 +153,7 @@ class FusionBlock(nn.Module):
         self.norm = ops.ln(dim)
         self.from_dim = ConvBNAct(dim, width, 1, ops)
         if self.fusion != "add":  # concat1's 1x1 kernel is the centre of concat3's in the supernet
-            self.fuse = ConvBNAct(2 * width, width, 3 if self.fusion == "concat3" else 1, ops)
+            self.fuse = ConvBNAct(2 * width, width, 3 if self.fusion == "concat3" else 1, ops, in_parts=2)
 
     def set_active(self, width: int, layers: int, knobs: Mapping[str, Any]) -> None:
         dim = transformer_dim(width, knobs["dim_ratio"])

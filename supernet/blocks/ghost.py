@@ -2,10 +2,12 @@
 
 Matches timm's `ghostnet` (and huawei-noah's release) layer for layer. GhostModule (ratio s): a 1x1 "primary"
 conv makes ceil(out/s) channels, a cheap depthwise 3x3 makes s-1 channels from each of them, and the first `out`
-of the concatenation are kept. A stage is `depth` bottlenecks; the first one takes the stride and width change
-and has a projection shortcut when either changes (identity otherwise). Expansion, kernel and SE may be given
-per block (a list), which GhostNet-1.0x needs; the supernet always holds the projection and skips it when the
-active widths make the shortcut an identity.
+of the concatenation are kept. The concatenation groups each primary channel with its cheap ones (GhostNet puts
+all primary channels first: the same network up to a channel permutation), so that a narrower module's channels
+are the first ones of a wider module's, as weight sharing needs. A stage is `depth` bottlenecks; the first one
+takes the stride and width change and has a projection shortcut when either changes (identity otherwise).
+Expansion, kernel and SE may be given per block (a list), which GhostNet-1.0x needs; the supernet always holds the
+projection and skips it when the active widths make the shortcut an identity.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class GhostModule(nn.Module):
         x1 = F.relu(x1) if self.relu else x1
         x2 = self.cheap_bn(self.cheap(x1))
         x2 = F.relu(x2) if self.relu else x2
-        return torch.cat([x1, x2], dim=1)[:, : self.out_channels]
+        # primary channel i followed by its ratio - 1 cheap ones: a narrower output is then a prefix of a wider
+        # one (GhostNet's [primary, cheap] order, a permutation of this, would shuffle shared weights' roles)
+        grouped = torch.cat([x1.unsqueeze(2), x2.unflatten(1, (x1.shape[1], self.ratio - 1))], dim=2)
+        return grouped.flatten(1, 2)[:, : self.out_channels]
 
 
 class SqueezeExcite(nn.Module):

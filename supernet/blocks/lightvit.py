@@ -90,8 +90,9 @@ class LightViTAttention(nn.Module):
     def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops) -> None:
         super().__init__()
         window, heads = knobs["window"], knobs["heads"]
-        self.qkv = ops.linear(width, 3 * width)
-        self.kv_global = ops.linear(width, 2 * width)  # exists without global tokens too: params do not depend on NT
+        self.qkv = ops.linear(width, 3 * width, out_parts=3)
+        # exists without global tokens too: the parameter count does not depend on their number
+        self.kv_global = ops.linear(width, 2 * width, out_parts=2)
         self.proj = ops.linear(width, width)
         self.relative_position_bias_table = nn.Parameter(torch.empty(1, heads, 2 * window - 1, 2 * window - 1))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -164,7 +165,7 @@ class BiAttn(nn.Module):
         self.global_reduce = ops.linear(width, reduced)
         self.local_reduce = ops.linear(width, reduced)
         self.channel_select = ops.linear(reduced, width)
-        self.spatial_select = ops.linear(2 * reduced, 1)
+        self.spatial_select = ops.linear(2 * reduced, 1, in_parts=2)
         self.configure(knobs)
 
     def configure(self, knobs: Mapping[str, Any]) -> None:
@@ -219,8 +220,8 @@ class ResidualMergePatch(nn.Module):
             raise ValueError(f"downsample merge: stride {stride} is not supported (use 1 or 2)")
         self.stride = stride
         patch = 4 if stride == 2 else 1
-        self.norm = ops.ln(patch * c_in)
-        self.reduction = ops.linear(patch * c_in, width, bias=False)
+        self.norm = ops.ln(patch * c_in, parts=patch)
+        self.reduction = ops.linear(patch * c_in, width, bias=False, in_parts=patch)
         self.res_proj = ops.linear(c_in, width, bias=False) if stride == 2 else None
         init_linears(self)
 

@@ -165,7 +165,7 @@ class RASA(nn.Module):
     def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops) -> None:
         super().__init__()
         self.q = ops.linear(width, width, bias=False)
-        self.kv = ops.linear(width, 2 * width, bias=False)
+        self.kv = ops.linear(width, 2 * width, bias=False, out_parts=2)
         self.proj = ops.linear(width, width)
         init_linears(self)
         self.query_dw = None
@@ -292,7 +292,7 @@ class ClassBlock(nn.Module):
         super().__init__()
         self.norm1 = ops.ln(width, NORM_EPS)
         self.q = ops.linear(width, inner, bias=False)
-        self.kv = ops.linear(width, 2 * inner, bias=False)
+        self.kv = ops.linear(width, 2 * inner, bias=False, out_parts=2)
         self.proj = ops.linear(inner, width)
         self.norm2 = ops.ln(width, NORM_EPS)
         self.mlp = Mlp(width, ffn_hidden(width, knobs["mlp_ratio"]), {}, ops)

@@ -109,7 +109,7 @@ class SAA(nn.Module):
 
     def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops) -> None:
         super().__init__()
-        self.qkv = ops.linear(width, 3 * width)
+        self.qkv = ops.linear(width, 3 * width, out_parts=3)
         self.proj = ops.linear(width, width)
         self.recovery_conv, self.norm = None, None
         if knobs["rate"] > 1:
