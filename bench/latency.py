@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/latency.py                         # cpu_small space, torch and onnxruntime
     .venv/bin/python bench/latency.py --samples 160 --train 50 --runtimes torch
+    .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64   # the union space, smaller
 
 For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, default protocol),
 fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
 10 %, Spearman); the run-to-run spread of 10 repeated measurements of one sub-network; the wall time per
 measurement. Then the ONNX Runtime / torch eager latency ratio of the space's extremes and of timm baselines,
 measured side by side in this one run. Uses a private latency cache so earlier runs do not leak in.
+With `--resolution`, every sub-network (and baseline) is moved to that input size; sampled sub-networks that do
+not fit it (a window larger than a feature map) are left out and others sampled instead.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baselines", nargs="*", default=["mobilevit_xxs", "ghostnet_050"])
+    parser.add_argument("--resolution", type=int, help="input size to move every sub-network to (default: its own)")
     args = parser.parse_args()
     os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
 
     import numpy as np
     import torch
 
+    from nas.errors import NasError
     from nas.latency import LatencyCache, measure_arch, measure_latency
     from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, sample_archs
     from nas.space import load_space
@@ -45,9 +50,21 @@ def main() -> None:
 
     cpu = torch.device("cpu")
     space = load_space(args.space)
-    archs = sample_archs(space, args.samples, seed=1)
+
+    def moved(arch):
+        """`arch` at --resolution, or None where it does not fit that size."""
+        if args.resolution is None:
+            return arch
+        try:
+            return arch.at_resolution(args.resolution, f"--resolution {args.resolution}")
+        except NasError:
+            return None
+
+    fitting = (moved(a) for a in sample_archs(space, 20 * args.samples, seed=1))
+    archs = list({a.arch_id: a for a in fitting if a is not None}.values())[: args.samples]
     features = [arch_features(a) for a in archs]
-    print(f"space {space.name}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
+    at = f" at {args.resolution}x{args.resolution}" if args.resolution else ""
+    print(f"space {space.name}{at}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
     for runtime in args.runtimes:
         cache = LatencyCache()
         began = time.perf_counter()
@@ -74,15 +91,20 @@ def main() -> None:
 
     if {"torch", "onnxruntime"} <= set(args.runtimes):
         print("\nONNX Runtime / torch eager (median latency, batch 1, measured side by side):")
-        models = [("smallest " + space.name, build(space.smallest()), space.smallest().in_channels,
-                   space.smallest().resolution),
-                  ("largest " + space.name, build(space.largest()), space.largest().in_channels,
-                   space.largest().resolution)]
+        models = []
+        for name, extreme in (("smallest", space.smallest()), ("largest", space.largest())):
+            arch = moved(extreme)
+            if arch is None:
+                print(f"  ({name} {space.name} does not fit {args.resolution}x{args.resolution}: left out)")
+            else:
+                models.append((f"{name} {space.name}", build(arch), arch.in_channels, arch.resolution))
         if args.baselines:
             import timm
 
+            size = args.resolution or 224
             for name in args.baselines:
-                models.append((f"timm {name} @224", timm.create_model(name, pretrained=False, num_classes=10), 3, 224))
+                models.append((f"timm {name} @{size}", timm.create_model(name, pretrained=False, num_classes=10), 3,
+                               size))
         for name, model, channels, resolution in models:
             eager = measure_latency(model, channels, resolution, cpu, args.threads, runtime="torch", repeats=5)
             onnx = measure_latency(model, channels, resolution, cpu, args.threads, runtime="onnxruntime", repeats=5)

@@ -1,8 +1,16 @@
 import csv
+import itertools
 import json
 
+import numpy as np
+import pytest
+import torch
 import yaml
+from torch import nn
 
+from nas.errors import NasError
+from nas.latency import LatencyRecord, fingerprint
+from nas.latency.predictor import FEATURES, LatencyPredictor, arch_features, fit_predictor, nnls
 from tests.conftest import TINY_SPACE, assert_one_line_error, run_nas
 
 
@@ -15,8 +23,10 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert report["n"] == 4 and 0 <= report["within_10pct"] <= 1 and -1 <= report["spearman"] <= 1
     assert report["rmse_ms"] > 0 and report["mape"] >= 0
     saved = json.loads(predictor.read_text())
-    assert saved["format"] == "nas-latency-predictor" and saved["fingerprint"] == report["fingerprint"]
-    assert len(saved["mean"]) == len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
+    assert saved["format"] == "nas-latency-predictor" and saved["version"] == 2
+    assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
+    assert len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
+    assert min(saved["weights"]["median_ms"] + saved["weights"]["p90_ms"]) >= 0  # costs per unit
     assert predictor.with_suffix(".png").exists()
 
     run_dir = tmp_path / "run"
@@ -39,3 +49,90 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert not (tmp_path / "other").exists()
     assert_one_line_error(run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--predictor",
                                   tmp_path / "nothing.json"), "not a readable latency predictor")
+
+
+def _brute_force_nnls(a, b):
+    """The best non-negative least-squares solution over every subset of free columns."""
+    best, best_residual = np.zeros(a.shape[1]), np.linalg.norm(b)
+    for size in range(1, a.shape[1] + 1):
+        for columns in itertools.combinations(range(a.shape[1]), size):
+            x = np.zeros(a.shape[1])
+            x[list(columns)] = np.linalg.lstsq(a[:, list(columns)], b, rcond=None)[0]
+            if (x >= 0).all() and np.linalg.norm(a @ x - b) < best_residual - 1e-12:
+                best, best_residual = x, np.linalg.norm(a @ x - b)
+    return best
+
+
+def test_nnls_recovers_non_negative_coefficients_and_clips_negative_ones():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (30, 4))
+    assert np.allclose(nnls(a, a @ np.array([0.5, 0.0, 2.0, 1.0])), [0.5, 0.0, 2.0, 1.0])
+
+    b = a @ np.array([1.0, -1.0, 2.0, 0.5]) + rng.normal(0, 0.01, 30)
+    x = nnls(a, b)
+    assert x[1] == 0 and (x >= 0).all()  # clipped; the others are refitted without it
+    assert np.allclose(x, _brute_force_nnls(a, b))
+    for seed in range(20):  # random problems, where the unconstrained solutions have negative parts
+        a, b = np.random.default_rng(seed).normal(size=(12, 5)), np.random.default_rng(seed + 100).normal(size=12)
+        assert np.allclose(nnls(a, b), _brute_force_nnls(a, b), atol=1e-9)
+
+
+def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
+    from nas.latency.predictor import _OpRecorder
+
+    dense, depthwise, linear = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Linear(8, 16)
+    recorder = _OpRecorder()
+    with torch.inference_mode(), recorder:
+        y = torch.relu(depthwise(dense(torch.zeros(1, 4, 8, 8))))
+        linear(y.flatten(2).transpose(1, 2))
+    totals = recorder.totals
+    assert totals["conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
+    assert totals["dwconv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
+    assert totals["matmul_mflops"] == pytest.approx(2 * 64 * 8 * 16 / 1e6)
+    assert totals["elementwise_mb"] >= 8 * 8 * 8 * 4 / 1e6  # the relu's output at least
+    assert totals["convs"] == 2 and totals["ops"] >= 4  # 2 convolutions, relu, matrix product
+    assert totals["views"] >= 2  # flatten, transpose
+
+
+def test_arch_features_grow_with_the_network(tiny_space):
+    small, large = arch_features(tiny_space.smallest()), arch_features(tiny_space.largest())
+    assert list(small) == list(large) == FEATURES and small["const"] == 1.0
+    assert all(value >= 0 for value in small.values())
+    for name in ("ops", "views", "conv_mflops", "matmul_mflops", "elementwise_mb", "weights_mb"):
+        assert 0 < small[name] < large[name], name
+    assert small["convs"] > 0 and small["dwconv_mflops"] > 0  # GhostNet's cheap operation is a depthwise convolution
+
+
+def _records(medians: np.ndarray) -> list[LatencyRecord]:
+    fingerprint_id = fingerprint(torch.device("cpu"), "torch", 1)["id"]
+    return [LatencyRecord(median_ms=m, p90_ms=1.2 * m, trimmed_mean_ms=m, spread=0.05, runs=50, batch=1,
+                          resolution=32, dtype="float32", device="cpu", device_name="test cpu", threads=1,
+                          runtime="torch", runtime_version=torch.__version__, fingerprint=fingerprint_id)
+            for m in medians]
+
+
+def test_fit_recovers_per_unit_costs_and_saves_version_2(tmp_path):
+    rng = np.random.default_rng(0)
+    features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "conv_mflops": rng.uniform(1, 100),
+                 "matmul_mflops": rng.uniform(0, 50)} for _ in range(30)]
+    costs = {"const": 0.2, "ops": 0.01, "conv_mflops": 0.05, "matmul_mflops": 0.0}
+    medians = np.array([sum(costs[name] * f[name] for name in costs) for f in features])
+    predictor = fit_predictor(features, _records(medians * rng.uniform(0.99, 1.01, len(medians))), holdout=0.3)
+    assert predictor.metrics["within_10pct"] == 1 and predictor.metrics["spearman"] > 0.99
+    per_unit = np.array(predictor.weights["median_ms"]) / np.array(predictor.scale)
+    assert dict(zip(predictor.feature_names, per_unit)) == pytest.approx(costs, abs=0.01)
+    assert min(predictor.weights["median_ms"] + predictor.weights["p90_ms"]) >= 0
+    assert np.allclose(predictor.predict_features(features, "p90_ms"), 1.2 * medians, rtol=0.03)
+
+    path = tmp_path / "predictor.json"
+    predictor.save(path)
+    assert json.loads(path.read_text())["version"] == 2
+    assert LatencyPredictor.load(path) == predictor
+
+
+def test_a_version_1_predictor_is_refused(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "nas-latency-predictor", "version": 1, "fingerprint": "0123456789ab"}))
+    with pytest.raises(NasError, match="refit it with `nas latency fit`") as refused:
+        LatencyPredictor.load(path)
+    assert "\n" not in str(refused.value)

@@ -1,9 +1,13 @@
 """A latency predictor fitted on the target device, to screen candidates without timing each one.
 
-Latency is modelled as additive over the network's parts: for each stage and block family, a cost per
-floating-point operation and a cost per block (the per-call overhead that dominates small networks), plus the
-stem, the head and a constant. Features come from `torch.utils.flop_counter` per module, so a new block family
-needs no predictor code. Two ridge regressions (median and p90) are fitted on standardised features.
+Latency is modelled as a sum of costs of what one batch-1 forward executes, recorded aten op by aten op: a cost
+per op call (the dispatch overhead that dominates small networks in eager torch), a smaller one per view, an
+extra one per convolution call (oneDNN's per-call setup, about 0.1 ms on a CPU), a cost per FLOP of dense
+convolutions, of grouped (depthwise) convolutions and of matrix products, a cost per byte written by every other
+op and per byte of weights (memory traffic: at batch 1 the weights are streamed from memory on every forward),
+and a constant. A new block family therefore needs no predictor code. The costs are fitted by non-negative
+least squares on relative errors, so each is a plausible cost per unit and predictions extrapolate sanely; median
+and p90 are fitted separately.
 
 A predictor is only valid for the device fingerprint it was fitted on, and refuses any other.
 """
@@ -13,12 +17,16 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry
 
 from nas.errors import NasError
 
@@ -28,29 +36,63 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 FORMAT = "nas-latency-predictor"
+VERSION = 2
+FEATURES = ["const", "ops", "views", "convs", "conv_mflops", "dwconv_mflops", "matmul_mflops", "elementwise_mb",
+            "weights_mb"]
+_CONVOLUTIONS = {torch.ops.aten.convolution, torch.ops.aten._convolution}
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Adds up, over every aten op a forward executes, the counts behind `arch_features`.
+
+    Composite ops (conv2d, linear, matmul, ...) are decomposed into the ops they run, as eager torch does, so
+    each FLOP is counted once, on the op that computes it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        with self:
+            out = func.decompose(*args, **kwargs)  # NotImplemented unless `func` is a composite
+        if out is not NotImplemented:
+            return out
+        out = func(*args, **kwargs)
+        self._record(func, args, kwargs, out)
+        return out
+
+    def _record(self, func, args, kwargs, out) -> None:
+        returned = func._schema.returns[0].alias_info if func._schema.returns else None
+        if func is torch.ops.aten._unsafe_view.default or (returned is not None and not returned.is_write):
+            self.totals["views"] += 1  # a new view of the same data: metadata only
+            return
+        self.totals["ops"] += 1
+        packet = func._overloadpacket
+        if packet in _CONVOLUTIONS:
+            self.totals["convs"] += 1
+            named = dict(zip((a.name for a in func._schema.arguments), args), **kwargs)
+            kind = "conv_mflops" if named.get("groups", 1) == 1 else "dwconv_mflops"
+            self.totals[kind] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
+        elif packet in flop_registry:  # mm, addmm, bmm, baddbmm, attention
+            self.totals["matmul_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
+        else:
+            written = sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            self.totals["elementwise_mb"] += written / 1e6
 
 
 def arch_features(arch: "Arch") -> dict[str, float]:
-    """Per-part FLOPs (in millions) and block counts of `arch` at batch 1."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Op counts, FLOPs (in millions) and bytes (in MB) of one batch-1 forward of `arch` (see FEATURES)."""
     from supernet.network import build
 
     model = build(arch).eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution))
-    per_module = counter.get_flop_counts()
-
-    def mflops(name: str) -> float:
-        counts = per_module.get(f"HybridNet.{name}", {})
-        return sum(counts.values()) / 1e6
-
-    features = {"const": 1.0, "stem.mflops": mflops("stem"), "head.mflops": mflops("head")}
-    for i, stage in enumerate(arch.stages):
-        features[f"s{i}.{stage.family}.mflops"] = mflops(f"stages.{i}")
-        features[f"s{i}.{stage.family}.blocks"] = float(stage.depth)
-    return features
+    image, recorder = torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution), _OpRecorder()
+    with torch.inference_mode(), recorder:
+        model(image)
+    totals = {**recorder.totals, "const": 1.0,
+              "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6}
+    return {name: float(totals.get(name, 0.0)) for name in FEATURES}
 
 
 @dataclass
@@ -59,15 +101,14 @@ class LatencyPredictor:
     identity: dict[str, Any]
     runtime: str
     feature_names: list[str]
-    mean: list[float]
-    scale: list[float]
-    weights: dict[str, list[float]]  # target ("median_ms", "p90_ms") -> weights over standardised features
+    scale: list[float]  # features are divided by it (never centred: each weight stays a cost per unit)
+    weights: dict[str, list[float]]  # target ("median_ms", "p90_ms") -> non-negative weights over scaled features
     relative_error_sd: float  # of held-out relative errors: the prediction's uncertainty
     metrics: dict[str, float]
 
     def _matrix(self, features: list[dict[str, float]]) -> np.ndarray:
         raw = np.array([[f.get(name, 0.0) for name in self.feature_names] for f in features])
-        return (raw - np.array(self.mean)) / np.array(self.scale)
+        return raw / np.array(self.scale)
 
     def predict_features(self, features: list[dict[str, float]], target: str = "median_ms") -> np.ndarray:
         return self._matrix(features) @ np.array(self.weights[target])
@@ -84,7 +125,7 @@ class LatencyPredictor:
     def save(self, path: Path) -> None:
         from nas.runs import write_json
 
-        write_json(path, {"format": FORMAT, "version": 1, **self.__dict__})
+        write_json(path, {"format": FORMAT, "version": VERSION, **self.__dict__})
 
     @classmethod
     def load(cls, path: Path) -> "LatencyPredictor":
@@ -94,14 +135,42 @@ class LatencyPredictor:
             raise NasError(f"{path}: not a readable latency predictor ({type(error).__name__})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise NasError(f"{path}: not a latency predictor written by `nas latency fit`")
-        data.pop("format"), data.pop("version", None)
+        if data.get("version") != VERSION:
+            raise NasError(f"{path}: a latency predictor of format version {data.get('version')}, this nas reads "
+                           f"version {VERSION}; refit it with `nas latency fit`")
+        data.pop("format"), data.pop("version")
         return cls(**data)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    penalty = alpha * np.eye(x.shape[1])
-    penalty[0, 0] = 0.0  # the constant is not shrunk
-    return np.linalg.solve(x.T @ x + penalty, x.T @ y)
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The x >= 0 minimising |a x - b| (Lawson and Hanson's active-set method)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    tolerance = 10 * np.finfo(float).eps * max(a.shape) * np.abs(a).sum(axis=0).max()
+    for _ in range(3 * n):
+        gradient = a.T @ (b - a @ x)
+        free = ~passive & (gradient > tolerance)
+        if not free.any():
+            break
+        passive[np.argmax(np.where(free, gradient, -np.inf))] = True
+        while True:  # solve on the passive set; while that makes a coefficient <= 0, step back to drop it
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            blocked = np.flatnonzero(passive & (z <= 0))
+            if not len(blocked):
+                break
+            steps = x[blocked] / np.maximum(x[blocked] - z[blocked], np.finfo(float).tiny)
+            x += steps.min() * (z - x)
+            x[blocked[np.argmin(steps)]] = 0.0
+            passive &= x > 0
+            x[~passive] = 0.0
+        x = z
+    return x
+
+
+def _relative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights minimising the squared relative errors: every row and target divided by the target."""
+    return nnls(x / y[:, None], np.ones(len(y)))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,33 +187,32 @@ def accuracy_report(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
 
 
 def fit_predictor(features: list[dict[str, float]], records: list["LatencyRecord"], holdout: float = 0.3,
-                  seed: int = 0, alpha: float = 1e-2) -> LatencyPredictor:
+                  seed: int = 0) -> LatencyPredictor:
     """Fit on (1 - holdout) of the samples, report accuracy on the rest, then refit on all of them."""
     if len(records) < 10:
         raise NasError("a latency predictor needs at least 10 measured sub-networks (--samples)")
     fingerprints = {r.fingerprint for r in records}
     if len(fingerprints) != 1:
         raise NasError("the measurements come from several devices or runtimes; fit one predictor per fingerprint")
-    names = sorted({name for f in features for name in f}, key=lambda n: (n != "const", n))
+    names = list(dict.fromkeys(name for f in features for name in f))
     raw = np.array([[f.get(name, 0.0) for name in names] for f in features])
-    mean, scale = raw.mean(axis=0), raw.std(axis=0)
-    mean[0], scale[0] = 0.0, 1.0  # keep the constant column as ones
+    scale = np.abs(raw).max(axis=0)  # columns of similar size, for the solver's tolerances only
     scale[scale == 0] = 1.0
-    x = (raw - mean) / scale
+    x = raw / scale
     targets = {"median_ms": np.array([r.median_ms for r in records]), "p90_ms": np.array([r.p90_ms for r in records])}
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     held = np.array(order[: max(1, math.floor(len(order) * holdout))])
     train = np.array(order[len(held):])
-    held_out_predictions = x[held] @ _ridge(x[train], targets["median_ms"][train], alpha)
+    held_out_predictions = x[held] @ _relative_fit(x[train], targets["median_ms"][train])
     metrics = accuracy_report(held_out_predictions, targets["median_ms"][held])
     relative = (held_out_predictions - targets["median_ms"][held]) / targets["median_ms"][held]
-    weights = {name: _ridge(x, y, alpha).tolist() for name, y in targets.items()}
+    weights = {name: _relative_fit(x, y).tolist() for name, y in targets.items()}
     first = records[0]
     from nas.latency.cache import fingerprint as _fingerprint  # identity of the device, for the refusal message
 
     identity = _fingerprint(torch.device(first.device), first.runtime, first.threads or 1)["identity"]
-    return LatencyPredictor(first.fingerprint, identity, first.runtime, names, mean.tolist(), scale.tolist(),
+    return LatencyPredictor(first.fingerprint, identity, first.runtime, names, scale.tolist(),
                             weights, float(np.std(relative)), metrics)
 
 
