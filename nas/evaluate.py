@@ -45,9 +45,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {k: hits[k] / len(y) for k in topk}
 
 
-def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, split: str = "val") -> float:
-    """Top-1 of a sub-network extracted from the supernet: BN recalibrated on training images first, since the
-    supernet's running statistics mix every member's."""
+def split_accuracy(model: nn.Module, arch: "Arch", data: Splits, splits: tuple[str, ...] = ("val",)) -> float:
+    """Top-1 of `model` over the images of `splits` together (empty splits left out)."""
+    hits = images = 0
+    for split in splits:
+        if data.size(split):
+            x, y = data.tensors(split, arch.resolution, arch.in_channels)
+            hits += accuracy(model, x, y)[1] * len(y)
+            images += len(y)
+    return hits / images
+
+
+def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, splits: tuple[str, ...] = ("val",)) -> float:
+    """Top-1 of a sub-network extracted from the supernet on `splits`: BN recalibrated on training images first,
+    since the supernet's running statistics mix every member's."""
     recalibrate_bn(net, data.tensors("train", arch.resolution, arch.in_channels)[0])
-    x, y = data.tensors(split, arch.resolution, arch.in_channels)
-    return accuracy(net, x, y)[1]
+    return split_accuracy(net, arch, data, splits)
