@@ -15,7 +15,6 @@ A predictor is only valid for the device fingerprint it was fitted on, and refus
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -202,7 +201,7 @@ def fit_predictor(features: list[dict[str, float]], records: list["LatencyRecord
     targets = {"median_ms": np.array([r.median_ms for r in records]), "p90_ms": np.array([r.p90_ms for r in records])}
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
-    held = np.array(order[: max(1, math.floor(len(order) * holdout))])
+    held = np.array(order[: max(1, round(len(order) * holdout))])
     train = np.array(order[len(held):])
     held_out_predictions = x[held] @ _relative_fit(x[train], targets["median_ms"][train])
     metrics = accuracy_report(held_out_predictions, targets["median_ms"][held])
