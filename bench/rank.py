@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/rank.py                          # cpu_small: train a supernet (6 epochs), rank 10
     .venv/bin/python bench/rank.py --supernet runs/supernet-small/supernet.pt --subnets 16 --rank-epochs 5
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir /tmp/r --rank-epochs 12 --second-seed  # + noise ceiling
 
 Trains a supernet (unless --supernet is given), then runs `nas supernet rank`: sub-networks stratified over
 MACs, each evaluated with the supernet's weights and trained standalone for --rank-epochs epochs. Prints the rank
 correlations with their bootstrap 95 % intervals and the wall time of each stage. Takes tens of minutes with the
-defaults.
+defaults. --run-dir resumes (or reuses) a ranking folder. --second-seed trains every sub-network once more with
+another seed and prints Kendall tau between the two standalone runs: how far standalone accuracy on this data
+agrees with itself, which bounds the tau any supernet can reach against it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ def main() -> None:
     parser.add_argument("--rank-epochs", type=int, default=3, help="standalone epochs per sub-network")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
+    parser.add_argument("--second-seed", action="store_true",
+                        help="also train each sub-network with seed + 1: the standalone accuracy's own rank agreement")
     args = parser.parse_args()
 
     from nas.cli import main as nas_main
@@ -47,11 +53,12 @@ def main() -> None:
                      str(args.epochs), *data]):
             raise SystemExit("supernet training failed")
     trained = time.perf_counter()
+    rank_dir = Path(args.run_dir) if args.run_dir else work / "rank"
     if nas_main(["supernet", "rank", "--space", args.space, "--supernet", supernet, "--subnets", str(args.subnets),
-                 "--epochs", str(args.rank_epochs), "--run-dir", str(work / "rank"), *data]):
+                 "--epochs", str(args.rank_epochs), "--run-dir", str(rank_dir), *data]):
         raise SystemExit("ranking failed")
     ranked = time.perf_counter()
-    result = json.loads((work / "rank" / "rank.json").read_text())
+    result = json.loads((rank_dir / "rank.json").read_text())
 
     from nas.rank import describe_statistic
 
@@ -64,7 +71,42 @@ def main() -> None:
     print(f"  ranking           : {ranked - trained:7.1f} s "
           f"({sum(r['seconds'] for r in result['subnets']) / len(result['subnets']):.1f} s per sub-network)")
     print(f"  wall time         : {ranked - began:7.1f} s")
-    print(f"  results           : {work / 'rank' / 'rank.json'}, {work / 'rank' / 'rank.png'}")
+    print(f"  results           : {rank_dir / 'rank.json'}, {rank_dir / 'rank.png'}")
+    if args.second_seed:
+        second_seed(result, rank_dir, args)
+
+
+def second_seed(result: dict, rank_dir: Path, args: argparse.Namespace) -> None:
+    """Train the ranked sub-networks again with seed + 1; print Kendall tau between the two standalone runs, and
+    between the inherited accuracies and the mean of the two runs (a steadier standalone figure)."""
+    import torch
+
+    from nas.arch import Arch
+    from nas.data import load_data
+    from nas.evaluate import split_accuracy
+    from nas.rank import HELD_OUT, describe_statistic, rank_statistics
+    from nas.retrain import Recipe, train_standalone
+
+    data = load_data(limit_train=args.limit_train, seed=args.seed)
+    plan = {s["arch_id"]: s["arch"] for s in json.loads((rank_dir / "rank_plan.json").read_text())["subnets"]}
+    rows, again = result["subnets"], []
+    began = time.perf_counter()
+    for row in rows:
+        arch = Arch.from_dict(plan[row["arch_id"]], str(rank_dir)).with_num_classes(data.num_classes)
+        trained = train_standalone(arch, data, Recipe(epochs=args.rank_epochs, seed=args.seed + 1),
+                                   torch.device("cpu"), rank_dir / "second-seed" / f"{arch.arch_id}.pt",
+                                   log=lambda _: None)
+        again.append(split_accuracy(trained.model, arch, data, HELD_OUT))
+        print(f"  {arch.arch_id}: standalone {row['standalone']:.3f} (seed {args.seed}), {again[-1]:.3f} "
+              f"(seed {args.seed + 1})", flush=True)
+    first = [r["standalone"] for r in rows]
+    itself = rank_statistics(first, again, args.seed)
+    mean = rank_statistics([r["inherited"] for r in rows], [(a + b) / 2 for a, b in zip(first, again)], args.seed)
+    print(f"  standalone seed {args.seed} vs seed {args.seed + 1}, Kendall tau-b: "
+          f"{describe_statistic(itself['kendall_tau'])}")
+    print(f"  inherited vs the mean of both seeds, Kendall tau-b: {describe_statistic(mean['kendall_tau'])}, "
+          f"Spearman rho: {describe_statistic(mean['spearman_rho'])}")
+    print(f"  second seed       : {time.perf_counter() - began:7.1f} s")
 
 
 if __name__ == "__main__":
