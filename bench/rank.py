@@ -92,7 +92,7 @@ def second_seed(result: dict, rank_dir: Path, args: argparse.Namespace) -> None:
     rows, again = result["subnets"], []
     began = time.perf_counter()
     for row in rows:
-        arch = Arch.from_dict(plan[row["arch_id"]], str(rank_dir)).with_num_classes(data.num_classes)
+        arch = Arch.from_dict(plan[row["arch_id"]], str(rank_dir))
         trained = train_standalone(arch, data, Recipe(epochs=args.rank_epochs, seed=args.seed + 1),
                                    torch.device("cpu"), rank_dir / "second-seed" / f"{arch.arch_id}.pt",
                                    log=lambda _: None)

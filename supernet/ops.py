@@ -53,15 +53,15 @@ class ElasticConv2d(nn.Conv2d):
         self.multiplier = out_channels // in_channels  # depthwise: outputs per input channel
         self.active_out = out_channels
         self.active_kernel = kernel_size
-        self.in_parts, self.out_parts = in_parts, 1
+        self.in_parts = in_parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c_in = x.shape[1]
         if self.depthwise:
             weight, groups, c_out = self.weight[:c_in * self.multiplier], c_in, c_in * self.multiplier
         else:
-            weight, groups, c_out = slice_parts(self.weight[: self.active_out], 1, c_in, self.in_parts), 1, \
-                self.active_out
+            weight = slice_parts(self.weight[: self.active_out], 1, c_in, self.in_parts)
+            groups, c_out = 1, self.active_out
         k = self.active_kernel
         start = (self.kernel_size[0] - k) // 2  # a smaller kernel is the centre crop, with less padding
         weight = centre_kernel(weight, k)
@@ -91,7 +91,7 @@ class ElasticLayerNorm(nn.LayerNorm):
 
     def __init__(self, channels: int, eps: float = 1e-5, parts: int = 1) -> None:
         super().__init__(channels, eps)
-        self.out_parts = parts
+        self.out_parts = parts  # of its weight's one dimension, named as copy_sliced_state reads dimension 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[-1]
