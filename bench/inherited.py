@@ -1,16 +1,19 @@
 """Where a trained supernet's inherited weights hold up: the smallest member changed one choice at a time.
 
     .venv/bin/python bench/inherited.py --space search_spaces/hybrid_cpu.yaml --supernet runs/x/supernet.pt
+    .venv/bin/python bench/inherited.py --space search_spaces/cpu_small.yaml --supernet S.pt --random 12
 
 Prints the validation accuracy (BN recalibrated) that the space's largest and smallest members and each
-family's smallest single-family member get with the supernet's weights, then the smallest member with one
-search parameter moved to each of its other choices (the members that change yields). A choice that costs much
+family's smallest single-family member get with the supernet's weights, then `--random` random members, then
+the smallest member with one search parameter moved to each of its other choices (the members that change
+yields). A choice that costs much
 accuracy is one the sandwich training leaves under-trained, which is what spoils the supernet's ranking.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from pathlib import Path
 
@@ -23,6 +26,7 @@ def main() -> None:
     parser.add_argument("--space", required=True)
     parser.add_argument("--supernet", required=True, help="a checkpoint from `nas supernet train` for --space")
     parser.add_argument("--max", type=int, default=40, help="at most this many one-choice changes")
+    parser.add_argument("--random", type=int, default=0, help="also this many random members (seed 1)")
     args = parser.parse_args()
 
     import optuna
@@ -42,6 +46,8 @@ def main() -> None:
     smallest = space.smallest()
     members = {"largest": space.largest(), "smallest": smallest}
     members.update({f"smallest {family}-only": space.single_family(family) for family in space.families()})
+    rng = random.Random(1)
+    members.update({f"random {i}": space.sample(rng) for i in range(args.random)})
     for name, arch in members.items():
         print(f"{name:34} {accuracy(arch):.3f}")
     print(f"\nthe smallest member ({accuracy(smallest):.3f}) with one choice changed:")
