@@ -60,12 +60,16 @@ def main() -> None:
     ranked = time.perf_counter()
     result = json.loads((rank_dir / "rank.json").read_text())
 
-    from nas.rank import describe_statistic
+    from nas.rank import describe_statistic, kendall_tau_b
 
     print(f"\nsupernet ranking on {Path(args.space).name}: {args.subnets} sub-networks stratified over MACs, "
           f"{args.rank_epochs} standalone epoch(s) each")
     print(f"  Kendall tau-b     : {describe_statistic(result['kendall_tau'])}")
     print(f"  Spearman rho      : {describe_statistic(result['spearman_rho'])}")
+    macs = [r["macs"] for r in result["subnets"]]
+    for name in ("inherited", "standalone"):  # which side follows capacity
+        tau = kendall_tau_b([r[name] for r in result["subnets"]], macs)
+        print(f"  {name:10} vs MACs: Kendall tau-b {'undefined' if tau is None else f'{tau:.3f}'}")
     if args.supernet is None:
         print(f"  supernet training : {trained - began:7.1f} s ({args.epochs} epochs)")
     print(f"  ranking           : {ranked - trained:7.1f} s "
