@@ -23,7 +23,7 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert report["n"] == 4 and 0 <= report["within_10pct"] <= 1 and -1 <= report["spearman"] <= 1
     assert report["rmse_ms"] > 0 and report["mape"] >= 0
     saved = json.loads(predictor.read_text())
-    assert saved["format"] == "nas-latency-predictor" and saved["version"] == 2
+    assert saved["format"] == "nas-latency-predictor" and saved["version"] == 3
     assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
     assert len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
     assert min(saved["weights"]["median_ms"] + saved["weights"]["p90_ms"]) >= 0  # costs per unit
@@ -81,16 +81,20 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
     from nas.latency.predictor import _OpRecorder
 
     dense, depthwise, linear = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Linear(8, 16)
+    pointwise = nn.Conv2d(8, 2, 1)
     recorder = _OpRecorder()
     with torch.inference_mode(), recorder:
         y = torch.relu(depthwise(dense(torch.zeros(1, 4, 8, 8))))
+        pointwise(y)
         linear(y.flatten(2).transpose(1, 2))
     totals = recorder.totals
-    assert totals["conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
-    assert totals["dwconv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
+    assert totals["dense_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
+    assert totals["depthwise_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
+    assert totals["pointwise_conv_mflops"] == pytest.approx(2 * 8 * 8 * 2 * 8 / 1e6)
     assert totals["matmul_mflops"] == pytest.approx(2 * 64 * 8 * 16 / 1e6)
     assert totals["elementwise_mb"] >= 8 * 8 * 8 * 4 / 1e6  # the relu's output at least
-    assert totals["convs"] == 2 and totals["ops"] >= 4  # 2 convolutions, relu, matrix product
+    assert totals["dense_convs"] == totals["depthwise_convs"] == totals["pointwise_convs"] == 1
+    assert totals["ops"] >= 5  # 3 convolutions, relu, matrix product
     assert totals["views"] >= 2  # flatten, transpose
 
 
@@ -98,9 +102,10 @@ def test_arch_features_grow_with_the_network(tiny_space):
     small, large = arch_features(tiny_space.smallest()), arch_features(tiny_space.largest())
     assert list(small) == list(large) == FEATURES and small["const"] == 1.0
     assert all(value >= 0 for value in small.values())
-    for name in ("ops", "views", "conv_mflops", "matmul_mflops", "elementwise_mb", "weights_mb"):
+    for name in ("ops", "views", "pointwise_conv_mflops", "matmul_mflops", "elementwise_mb", "weights_mb"):
         assert 0 < small[name] < large[name], name
-    assert small["convs"] > 0 and small["dwconv_mflops"] > 0  # GhostNet's cheap operation is a depthwise convolution
+    assert small["dense_convs"] > 0  # the stem
+    assert small["depthwise_convs"] > 0 and small["depthwise_conv_mflops"] > 0  # GhostNet's cheap operation
 
 
 def _records(medians: np.ndarray) -> list[LatencyRecord]:
@@ -111,11 +116,11 @@ def _records(medians: np.ndarray) -> list[LatencyRecord]:
             for m in medians]
 
 
-def test_fit_recovers_per_unit_costs_and_saves_version_2(tmp_path):
+def test_fit_recovers_per_unit_costs_and_saves_version_3(tmp_path):
     rng = np.random.default_rng(0)
-    features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "conv_mflops": rng.uniform(1, 100),
+    features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "dense_conv_mflops": rng.uniform(1, 100),
                  "matmul_mflops": rng.uniform(0, 50)} for _ in range(30)]
-    costs = {"const": 0.2, "ops": 0.01, "conv_mflops": 0.05, "matmul_mflops": 0.0}
+    costs = {"const": 0.2, "ops": 0.01, "dense_conv_mflops": 0.05, "matmul_mflops": 0.0}
     medians = np.array([sum(costs[name] * f[name] for name in costs) for f in features])
     predictor = fit_predictor(features, _records(medians * rng.uniform(0.99, 1.01, len(medians))), holdout=0.3)
     assert predictor.metrics["within_10pct"] == 1 and predictor.metrics["spearman"] > 0.99
@@ -126,13 +131,13 @@ def test_fit_recovers_per_unit_costs_and_saves_version_2(tmp_path):
 
     path = tmp_path / "predictor.json"
     predictor.save(path)
-    assert json.loads(path.read_text())["version"] == 2
+    assert json.loads(path.read_text())["version"] == 3
     assert LatencyPredictor.load(path) == predictor
 
 
-def test_a_version_1_predictor_is_refused(tmp_path):
+def test_an_older_predictor_is_refused(tmp_path):  # its features mean something else
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"format": "nas-latency-predictor", "version": 1, "fingerprint": "0123456789ab"}))
+    path.write_text(json.dumps({"format": "nas-latency-predictor", "version": 2, "fingerprint": "0123456789ab"}))
     with pytest.raises(NasError, match="refit it with `nas latency fit`") as refused:
         LatencyPredictor.load(path)
     assert "\n" not in str(refused.value)

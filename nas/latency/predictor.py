@@ -2,9 +2,10 @@
 
 Latency is modelled as a sum of costs of what one batch-1 forward executes, recorded aten op by aten op: a cost
 per op call (the dispatch overhead that dominates small networks in eager torch), a smaller one per view, an
-extra one per convolution call (oneDNN's per-call setup, about 0.1 ms on a CPU), a cost per FLOP of dense
-convolutions, of grouped (depthwise) convolutions and of matrix products, a cost per byte written by every other
-op and per byte of weights (memory traffic: at batch 1 the weights are streamed from memory on every forward),
+extra one per convolution call (oneDNN's per-call setup, about 0.1 ms on a CPU) and a cost per FLOP, each for
+dense (k x k), pointwise (1 x 1) and grouped (depthwise) convolutions apart (their kernels differ in efficiency
+and setup by several times), a cost per FLOP of matrix products, a cost per byte written by every other op and
+per byte of weights (memory traffic: at batch 1 the weights are streamed from memory on every forward),
 and a constant. A new block family therefore needs no predictor code. The costs are fitted by non-negative
 least squares on relative errors, so each is a plausible cost per unit and predictions extrapolate sanely; median
 and p90 are fitted separately.
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 FORMAT = "nas-latency-predictor"
-VERSION = 2
-FEATURES = ["const", "ops", "views", "convs", "conv_mflops", "dwconv_mflops", "matmul_mflops", "elementwise_mb",
-            "weights_mb"]
+VERSION = 3
+CONVOLUTION_KINDS = ("dense", "pointwise", "depthwise")
+FEATURES = ["const", "ops", "views", *(f"{kind}_convs" for kind in CONVOLUTION_KINDS),
+            *(f"{kind}_conv_mflops" for kind in CONVOLUTION_KINDS), "matmul_mflops", "elementwise_mb", "weights_mb"]
 _CONVOLUTIONS = {torch.ops.aten.convolution, torch.ops.aten._convolution}
 
 
@@ -70,10 +72,13 @@ class _OpRecorder(TorchDispatchMode):
         self.totals["ops"] += 1
         packet = func._overloadpacket
         if packet in _CONVOLUTIONS:
-            self.totals["convs"] += 1
             named = dict(zip((a.name for a in func._schema.arguments), args), **kwargs)
-            kind = "conv_mflops" if named.get("groups", 1) == 1 else "dwconv_mflops"
-            self.totals[kind] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
+            if named.get("groups", 1) != 1:
+                kind = "depthwise"
+            else:
+                kind = "pointwise" if named["weight"].shape[2:].numel() == 1 else "dense"
+            self.totals[f"{kind}_convs"] += 1
+            self.totals[f"{kind}_conv_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
         elif packet in flop_registry:  # mm, addmm, bmm, baddbmm, attention
             self.totals["matmul_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
         else:
