@@ -15,11 +15,15 @@ With `--resolution`, every sub-network (and baseline) is moved to that input siz
 not fit it (a window larger than a feature map) are left out and others sampled instead.
 `--save FILE` writes every measurement (arch and record) to FILE; `--load FILE` fits and scores the predictor on
 such a file without measuring anything (the same split), to compare predictor versions on the same measurements.
+`--probe` measures one fixed sub-network (the lower quartile in FLOPs) right before every measurement: how the
+machine's speed drifts during the run, and the predictor's figures once every latency is scaled by the probe's
+median over its latency then (drift-corrected), next to the raw ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -45,6 +49,8 @@ def main() -> None:
                         help="sub-networks measured a second time: how well one measurement predicts another here")
     parser.add_argument("--save", help="write the measurements (archs and records) to this JSON file")
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
+    parser.add_argument("--probe", action="store_true",
+                        help="time a fixed sub-network before each measurement and also report drift-corrected figures")
     args = parser.parse_args()
     os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
 
@@ -80,45 +86,79 @@ def main() -> None:
     features = [arch_features(a) for a in archs]
     at = f" at {args.resolution}x{args.resolution}" if args.resolution else ""
     print(f"space {space.name}{at}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
-    measured = {"archs": [a.to_dict() for a in archs], "records": {}}
+    flops = [sum(v for k, v in f.items() if k.endswith("mflops")) for f in features]
+    probe_arch = sorted(zip(flops, range(len(archs))))[len(archs) // 4][1] if args.probe else saved.get("probe")
+    measured = {"archs": [a.to_dict() for a in archs], "records": {}, "probes": {}, "probe": probe_arch}
+
+    def measure_all(runtime, indices, cache=None, refresh=False):
+        """Records of archs[indices], the probe's median latency right before each (empty without --probe; timed
+        with torch eager whatever the runtime, as it times the machine), and the seconds the records took."""
+        records, probes, seconds = [], [], 0.0
+        for i in indices:
+            if probe_arch is not None:
+                probes.append(measure_arch(archs[probe_arch], cpu, "torch", args.threads, refresh=True).median_ms)
+            began = time.perf_counter()
+            records.append(measure_arch(archs[i], cpu, runtime, args.threads, cache=cache, refresh=refresh))
+            seconds += time.perf_counter() - began
+        return records, probes, seconds
+
+    def corrected(records, probes, nominal):
+        """Each record's latencies scaled by nominal / the probe's latency before it: the machine's drift removed."""
+        return [dataclasses.replace(r, median_ms=r.median_ms * nominal / p, p90_ms=r.p90_ms * nominal / p)
+                for r, p in zip(records, probes)]
+
+    def report(label, records):
+        predictor = fit_predictor(features, records, holdout=1 - args.train / len(archs), seed=0)
+        m = predictor.metrics
+        print(f"  predictor{label}, fitted on {args.train}, held out {m['n']}: RMSE {m['rmse_ms']:.4f} ms, "
+              f"MAPE {100 * m['mape']:.1f} %, within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: "
+              f"{100 * m['within_10pct']:.0f} %, Spearman {m['spearman']:.3f}")
+        refit = accuracy_report(predictor.predict_features(features), np.array([r.median_ms for r in records]))
+        print(f"  (in-sample over all {refit['n']}: within 10 %: {100 * refit['within_10pct']:.0f} %, "
+              f"Spearman {refit['spearman']:.3f})")
+
     for runtime in args.runtimes:
         if saved:
             records = [LatencyRecord.from_dict(r) for r in saved["records"][runtime]]
+            probes = saved.get("probes", {}).get(runtime, [])
         else:
-            cache = LatencyCache()
-            began = time.perf_counter()
-            records = [measure_arch(a, cpu, runtime, args.threads, cache=cache) for a in archs]
-            per_measure = (time.perf_counter() - began) / len(archs)
+            records, probes, seconds = measure_all(runtime, range(len(archs)), cache=LatencyCache())
+            per_measure = seconds / len(archs)
         measured["records"][runtime] = [r.to_dict() for r in records]
+        measured["probes"][runtime] = probes
         if args.save:
             Path(args.save).write_text(json.dumps(measured))
-        holdout = 1 - args.train / len(archs)
-        predictor = fit_predictor(features, records, holdout=holdout, seed=0)
-        m = predictor.metrics
         medians = np.array([r.median_ms for r in records])
         print(f"\n[{runtime}] {records[0].device_name}, {records[0].runtime} {records[0].runtime_version}")
         print(f"  latency of the sampled sub-networks: {medians.min():.3f} to {medians.max():.3f} ms "
               f"(median {np.median(medians):.3f})")
-        print(f"  predictor, fitted on {args.train}, held out {m['n']}: RMSE {m['rmse_ms']:.4f} ms, "
-              f"MAPE {100 * m['mape']:.1f} %, within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: "
-              f"{100 * m['within_10pct']:.0f} %, Spearman {m['spearman']:.3f}")
-        refit = accuracy_report(predictor.predict_features(features), medians)
-        print(f"  (in-sample over all {refit['n']}: within 10 %: {100 * refit['within_10pct']:.0f} %, "
-              f"Spearman {refit['spearman']:.3f})")
+        report("", records)
+        nominal = statistics.median(probes) if probes else None
+        if probes:
+            cv = statistics.pstdev(probes) / statistics.mean(probes)
+            print(f"  probe {archs[probe_arch].arch_id} (torch) before each measurement: {min(probes):.3f} to "
+                  f"{max(probes):.3f} ms (median {nominal:.3f}, CV {cv:.3f})")
+            report(" on drift-corrected latencies", corrected(records, probes, nominal))
         if saved:
             continue
         spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True).median_ms for _ in range(10)]
         cv = statistics.pstdev(spread) / statistics.mean(spread)
         print(f"  10 repeated measurements of {archs[2].arch_id}: median {statistics.median(spread):.3f} ms, "
               f"min {min(spread):.3f}, max {max(spread):.3f}, CV {cv:.3f}")
-        print(f"  time per measurement: {per_measure:.2f} s (export included for onnxruntime)")
+        print(f"  time per measurement: {per_measure:.2f} s (export included for onnxruntime; probe not included)")
         if args.remeasure:
-            again = [measure_arch(a, cpu, runtime, args.threads, refresh=True).median_ms
-                     for a in archs[:args.remeasure]]
-            ceiling = accuracy_report(np.array(again), medians[:args.remeasure])
-            print(f"  a second measurement of {ceiling['n']} of them as the prediction (the most a predictor can "
-                  f"show on this machine): within 5 %: {100 * ceiling['within_5pct']:.0f} %, within 10 %: "
-                  f"{100 * ceiling['within_10pct']:.0f} %, Spearman {ceiling['spearman']:.3f}")
+            first = range(args.remeasure)
+            again, again_probes, _ = measure_all(runtime, first, refresh=True)
+            pairs = [("", again, records)]
+            if probes:
+                pairs.append((", drift-corrected", corrected(again, again_probes, nominal),
+                              corrected(records[:args.remeasure], probes, nominal)))
+            for label, second, original in pairs:
+                ceiling = accuracy_report(np.array([r.median_ms for r in second]),
+                                          np.array([r.median_ms for r in original[:args.remeasure]]))
+                print(f"  a second measurement of {ceiling['n']} of them as the prediction{label} (the most a "
+                      f"predictor can show on this machine): within 5 %: {100 * ceiling['within_5pct']:.0f} %, "
+                      f"within 10 %: {100 * ceiling['within_10pct']:.0f} %, Spearman {ceiling['spearman']:.3f}")
 
     if {"torch", "onnxruntime"} <= set(args.runtimes) and not saved:
         print("\nONNX Runtime / torch eager (median latency, batch 1, measured side by side):")
