@@ -1,6 +1,7 @@
 """How well a supernet ranks its sub-networks on the embedded data (CPU): Kendall tau, Spearman rho, wall time.
 
     .venv/bin/python bench/rank.py                          # cpu_small: train a supernet (6 epochs), rank 10
+    .venv/bin/python bench/rank.py --space search_spaces/hybrid_cpu.yaml --epochs 25 --rank-epochs 12   # ~55 min
     .venv/bin/python bench/rank.py --supernet runs/supernet-small/supernet.pt --subnets 16 --rank-epochs 5
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir /tmp/r --rank-epochs 12 --second-seed  # + noise ceiling
 
