@@ -76,10 +76,14 @@ def main() -> None:
         except NasError:
             return None
 
-    saved = json.loads(Path(args.load).read_text()) if args.load else {}
+    try:
+        saved = json.loads(Path(args.load).read_text()) if args.load else {}
+    except (OSError, ValueError) as error:
+        parser.error(f"--load {args.load}: not a readable --save file ({type(error).__name__})")
     if saved:
         archs = [Arch.from_dict(a, args.load) for a in saved["archs"]]
-        args.runtimes = list(saved["records"])
+        args.runtimes, args.resolution = list(saved["records"]), saved.get("resolution", args.resolution)
+        space = load_space(saved.get("space", args.space))
     else:
         fitting = (moved(a) for a in sample_archs(space, 20 * args.samples, seed=1))
         archs = list({a.arch_id: a for a in fitting if a is not None}.values())[: args.samples]
@@ -88,7 +92,12 @@ def main() -> None:
     print(f"space {space.name}{at}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
     flops = [sum(v for k, v in f.items() if k.endswith("mflops")) for f in features]
     probe_arch = sorted(zip(flops, range(len(archs))))[len(archs) // 4][1] if args.probe else saved.get("probe")
-    measured = {"archs": [a.to_dict() for a in archs], "records": {}, "probes": {}, "probe": probe_arch}
+    measured = {"space": str(Path(args.space).resolve()), "resolution": args.resolution,
+                "archs": [a.to_dict() for a in archs], "records": {}, "probes": {}, "probe": probe_arch}
+
+    def figures(m):
+        return (f"within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: {100 * m['within_10pct']:.0f} %, "
+                f"Spearman {m['spearman']:.3f}")
 
     def measure_all(runtime, indices, cache=None, refresh=False):
         """Records of archs[indices], the probe's median latency right before each (empty without --probe; timed
@@ -111,11 +120,9 @@ def main() -> None:
         predictor = fit_predictor(features, records, holdout=1 - args.train / len(archs), seed=0)
         m = predictor.metrics
         print(f"  predictor{label}, fitted on {args.train}, held out {m['n']}: RMSE {m['rmse_ms']:.4f} ms, "
-              f"MAPE {100 * m['mape']:.1f} %, within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: "
-              f"{100 * m['within_10pct']:.0f} %, Spearman {m['spearman']:.3f}")
+              f"MAPE {100 * m['mape']:.1f} %, {figures(m)}")
         refit = accuracy_report(predictor.predict_features(features), np.array([r.median_ms for r in records]))
-        print(f"  (in-sample over all {refit['n']}: within 10 %: {100 * refit['within_10pct']:.0f} %, "
-              f"Spearman {refit['spearman']:.3f})")
+        print(f"  (in-sample over all {refit['n']}: {figures(refit)})")
 
     for runtime in args.runtimes:
         if saved:
@@ -149,16 +156,15 @@ def main() -> None:
         if args.remeasure:
             first = range(args.remeasure)
             again, again_probes, _ = measure_all(runtime, first, refresh=True)
-            pairs = [("", again, records)]
+            pairs = [("", again, records[:args.remeasure])]
             if probes:
                 pairs.append((", drift-corrected", corrected(again, again_probes, nominal),
-                              corrected(records[:args.remeasure], probes, nominal)))
+                              corrected(records, probes, nominal)[:args.remeasure]))
             for label, second, original in pairs:
                 ceiling = accuracy_report(np.array([r.median_ms for r in second]),
-                                          np.array([r.median_ms for r in original[:args.remeasure]]))
+                                          np.array([r.median_ms for r in original]))
                 print(f"  a second measurement of {ceiling['n']} of them as the prediction{label} (the most a "
-                      f"predictor can show on this machine): within 5 %: {100 * ceiling['within_5pct']:.0f} %, "
-                      f"within 10 %: {100 * ceiling['within_10pct']:.0f} %, Spearman {ceiling['spearman']:.3f}")
+                      f"predictor can show on this machine): {figures(ceiling)}")
 
     if {"torch", "onnxruntime"} <= set(args.runtimes) and not saved:
         print("\nONNX Runtime / torch eager (median latency, batch 1, measured side by side):")
