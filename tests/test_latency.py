@@ -57,6 +57,20 @@ def test_cache_is_reused_across_instances_and_keyed_by_fingerprint(tiny_space, t
     refreshed = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), refresh=True, runs=10)
     assert refreshed != first
     assert len(LatencyCache(path)) == 2
+    tagged = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), cache_tag="pass 2", runs=10)
+    assert tagged != refreshed and len(LatencyCache(path)) == 3  # kept apart from the untagged record
+    assert measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), cache_tag="pass 2") == tagged
+
+
+def test_onnxruntime_exports_a_missing_file_once_and_times_it_again(tiny_space, tmp_path):
+    from nas.latency import measure_arch
+
+    arch, onnx_file = tiny_space.smallest(), tmp_path / "model.onnx"
+    first = measure_arch(arch, torch.device("cpu"), "onnxruntime", 1, onnx_file=onnx_file, runs=10)
+    exported = onnx_file.stat().st_mtime_ns
+    again = measure_arch(arch, torch.device("cpu"), "onnxruntime", 1, onnx_file=onnx_file, runs=10)
+    assert onnx_file.stat().st_mtime_ns == exported and first.runtime == again.runtime == "onnxruntime"
+    assert first.median_ms > 0 and again.median_ms > 0
 
 
 def test_a_corrupt_cache_is_rebuilt_with_a_warning_never_trusted(tmp_path):

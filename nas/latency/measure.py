@@ -190,23 +190,29 @@ def _time_block(run: Callable[[], object], warmup: int, runs: int, synchronise: 
 def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
                  cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
                  expected_ms: float | None = None, expected_p90_ms: float | None = None,
-                 onnx_file: Path | None = None, **protocol: float) -> LatencyRecord:
+                 onnx_file: Path | None = None, cache_tag: str = "", **protocol: float) -> LatencyRecord:
     """Latency of `arch` (built fresh unless `model` is given), from `cache` when it holds this measurement.
 
     `refresh` measures again even on a cache hit (and stores the new record): for the figures a user reads.
+    `cache_tag` keeps this record apart from the arch's other records in the cache (one pass of several).
     `expected_ms` (and `expected_p90_ms`) are an earlier measurement of the same arch: a new median (or p90)
     more than 25 % above it is taken to be a slow or spiky spell of a shared machine (they last seconds), and
     the measurement is repeated after a pause, up to 3 times; the steadiest record (lowest p90) is kept.
-    `onnx_file` is `model` already exported (for ONNX Runtime), so the file timed is the one shipped.
+    `onnx_file` is `model` exported for ONNX Runtime (so the file timed is the one shipped); it is exported there
+    first when missing, so that measuring an arch again does not export it again.
     """
+    from nas.export import export_onnx
     from supernet.network import build
 
     key = cache_key(arch.arch_id, fingerprint(device, runtime, threads)["id"], runtime, batch, arch.resolution)
+    key += f"|{cache_tag}" if cache_tag else ""
     if cache is not None and not refresh:
         hit = cache.get(key)
         if hit is not None:
             return LatencyRecord.from_dict(hit)
     model = model if model is not None else build(arch)
+    if runtime == "onnxruntime" and onnx_file is not None and not Path(onnx_file).exists():
+        export_onnx(model, arch.in_channels, arch.resolution, Path(onnx_file), batch)
     record = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime,
                              onnx_file=onnx_file, **protocol)
     def disturbed(r: LatencyRecord) -> bool:
