@@ -420,6 +420,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 # ---- latency fit ----------------------------------------------------------------------------------------------
 def cmd_latency_fit(args: argparse.Namespace) -> int:
+    import tempfile
+
     from tqdm import tqdm
 
     from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch
@@ -430,17 +432,25 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
     device = _device_and_threads(args)
     check_runtime(args.runtime)
-    if args.samples < 10 or not 0 < args.holdout < 1:
-        raise NasError("--samples must be at least 10 and --holdout between 0 and 1")
+    if args.samples < 10 or not 0 < args.holdout < 1 or args.passes < 1:
+        raise NasError("--samples must be at least 10, --holdout between 0 and 1 and --passes at least 1")
     space = load_space(args.space)
     device_id = fingerprint(device, args.runtime, args.threads)["id"]
     default_out = RUNS_ROOT / f"latency-{space.name}-{args.runtime}-{device_id}" / "predictor.json"
     out = Path(args.out) if args.out else default_out
     cache = LatencyCache()
     archs = sample_archs(space, args.samples, args.seed)
-    with tqdm(total=len(archs), desc=f"measuring on {device} ({args.runtime})", unit="arch", disable=None) as bar:
-        features, records = measure_many(
-            archs, lambda arch: measure_arch(arch, device, args.runtime, args.threads, cache=cache), bar.update)
+    # One timed block per pass, so --passes 3 times as many runs as a single measurement (3 blocks back to back).
+    protocol = {"repeats": 1} if args.passes > 1 else {}
+    with (tempfile.TemporaryDirectory(prefix="nas-fit-") as exports,
+          tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})", unit="measurement",
+               disable=None) as bar):
+        def measure(arch, pass_index):
+            return measure_arch(arch, device, args.runtime, args.threads, cache=cache,
+                                cache_tag=f"fit pass {pass_index + 1}/{args.passes}" if args.passes > 1 else "",
+                                onnx_file=Path(exports) / f"{arch.arch_id}.onnx", **protocol)
+
+        features, records = measure_many(archs, measure, args.passes, bar.update)
     predictor = fit_predictor(features, records, args.holdout, args.seed)
     predictor.save(out)
     plot_predictor(features, records, predictor, out.with_suffix(".png"))
@@ -595,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
     fit.add_argument("--samples", type=int, default=150, help="sub-networks to measure (default: 150)")
     fit.add_argument("--holdout", type=float, default=0.3, help="share held out to report accuracy (default: 0.3)")
+    fit.add_argument("--passes", type=int, default=3,
+                     help="passes over the sample, one timed block per sub-network each; a sub-network keeps its "
+                          "middle pass, so the machine's slow spells are averaged out (default: 3)")
     fit.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     fit.add_argument("--out", help="predictor file (default: runs/latency-SPACE-RUNTIME-FINGERPRINT/predictor.json)")
     fit.add_argument("--json", action="store_true", help="print the accuracy figures as JSON")

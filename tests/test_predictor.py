@@ -10,7 +10,8 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.latency import LatencyRecord, fingerprint
-from nas.latency.predictor import FEATURES, LatencyPredictor, arch_features, fit_predictor, nnls
+from nas.latency.predictor import (FEATURES, LatencyPredictor, arch_features, fit_predictor, measure_many,
+                                  middle_record, nnls)
 from tests.conftest import TINY_SPACE, assert_one_line_error, run_nas
 
 
@@ -28,6 +29,9 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
     assert min(saved["weights"]["median_ms"] + saved["weights"]["p90_ms"]) >= 0  # costs per unit
     assert predictor.with_suffix(".png").exists()
+    again = run_nas("latency", "fit", "--space", TINY_SPACE, "--samples", 14, "--holdout", 0.3, "--out", predictor,
+                    "--json")
+    assert json.loads(again.stdout) == report  # each pass's records come from the cache: a killed fit resumes
 
     run_dir = tmp_path / "run"
     search = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--supernet", tiny_supernet,
@@ -49,6 +53,25 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert not (tmp_path / "other").exists()
     assert_one_line_error(run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--predictor",
                                   tmp_path / "nothing.json"), "not a readable latency predictor")
+
+
+def test_measure_many_passes_over_all_archs_in_turn_and_keeps_each_ones_middle_record(tiny_space):
+    archs = [tiny_space.smallest(), tiny_space.largest()]
+    medians = {(0, 0): 3.0, (0, 1): 1.0, (0, 2): 2.0, (1, 0): 5.0, (1, 1): 9.0, (1, 2): 7.0}  # (arch, pass): ms
+    calls = []
+
+    def measure(arch, pass_index):
+        calls.append((archs.index(arch), pass_index))
+        ms = medians[calls[-1]]
+        return LatencyRecord(median_ms=ms, p90_ms=ms, trimmed_mean_ms=ms, spread=0.0, runs=1, batch=1,
+                             resolution=32, dtype="float32", device="cpu", device_name="cpu", threads=1,
+                             runtime="torch", runtime_version="x", fingerprint="f")
+
+    features, records = measure_many(archs, measure, passes=3)
+    assert calls == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # a pass over all archs, then the next
+    assert [r.median_ms for r in records] == [2.0, 7.0]
+    assert features == [arch_features(a) for a in archs]
+    assert middle_record(records) == records[0]  # an even count keeps the lower middle
 
 
 def _brute_force_nnls(a, b):

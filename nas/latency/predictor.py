@@ -232,11 +232,20 @@ def sample_archs(space: "SearchSpace", count: int, seed: int = 0) -> list["Arch"
     return list(archs.values())[:count]
 
 
-def measure_many(archs: list["Arch"], measure: Callable[["Arch"], "LatencyRecord"],
+def middle_record(records: list["LatencyRecord"]) -> "LatencyRecord":
+    """The record of middle median latency (the lower middle of an even count)."""
+    return sorted(records, key=lambda r: r.median_ms)[(len(records) - 1) // 2]
+
+
+def measure_many(archs: list["Arch"], measure: Callable[["Arch", int], "LatencyRecord"], passes: int = 1,
                  progress: Callable[[int], None] = lambda n: None) -> tuple[list[dict[str, float]], list]:
-    features, records = [], []
-    for arch in archs:
-        records.append(measure(arch))
-        features.append(arch_features(arch))
-        progress(1)
-    return features, records
+    """The features of `archs` and a record of each: `measure(arch, pass_index)` in `passes` passes over all of them,
+    each arch keeping its middle record. A shared machine's speed drifts in spells of minutes: repeats back to back
+    fall in one spell and shift a run of consecutive archs together, while repeats a pass apart average it out."""
+    measured: list[list["LatencyRecord"]] = []
+    for pass_index in range(passes):
+        measured.append([])
+        for arch in archs:
+            measured[-1].append(measure(arch, pass_index))
+            progress(1)
+    return [arch_features(arch) for arch in archs], [middle_record(list(column)) for column in zip(*measured)]
