@@ -18,6 +18,9 @@ such a file without measuring anything (the same split), to compare predictor ve
 `--probe` measures one fixed sub-network (the lower quartile in FLOPs) right before every measurement: how the
 machine's speed drifts during the run, and the predictor's figures once every latency is scaled by the probe's
 median over its latency then (drift-corrected), next to the raw ones.
+`--passes N` measures every sub-network in N passes over the whole sample, one timed block per pass, and keeps
+each one's middle pass (by median): the machine's slow spells, which last minutes, then shift a fraction of
+each sub-network's passes instead of every pass of a run of consecutive ones. ONNX Runtime exports each once.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
     parser.add_argument("--probe", action="store_true",
                         help="time a fixed sub-network before each measurement and also report drift-corrected figures")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="passes over the sample, one timed block each; a sub-network keeps its middle pass")
     args = parser.parse_args()
     os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
 
@@ -60,7 +65,7 @@ def main() -> None:
     from nas.errors import NasError
     from nas.arch import Arch
     from nas.latency import LatencyCache, LatencyRecord, measure_arch, measure_latency
-    from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, sample_archs
+    from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, middle_record, sample_archs
     from nas.space import load_space
     from supernet.network import build
 
@@ -93,28 +98,43 @@ def main() -> None:
     flops = [sum(v for k, v in f.items() if k.endswith("mflops")) for f in features]
     probe_arch = sorted(zip(flops, range(len(archs))))[len(archs) // 4][1] if args.probe else saved.get("probe")
     measured = {"space": str(Path(args.space).resolve()), "resolution": args.resolution,
-                "archs": [a.to_dict() for a in archs], "records": {}, "probes": {}, "probe": probe_arch}
+                "archs": [a.to_dict() for a in archs], "records": {}, "passes": {}, "probes": {}, "probe": probe_arch}
 
     def figures(m):
         return (f"within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: {100 * m['within_10pct']:.0f} %, "
                 f"Spearman {m['spearman']:.3f}")
 
     def measure_all(runtime, indices, cache=None, refresh=False):
-        """Records of archs[indices], the probe's median latency right before each (empty without --probe; timed
-        with torch eager whatever the runtime, as it times the machine), and the seconds the records took."""
-        records, probes, seconds = [], [], 0.0
-        for i in indices:
-            if probe_arch is not None:
-                probes.append(measure_arch(archs[probe_arch], cpu, "torch", args.threads, refresh=True).median_ms)
-            began = time.perf_counter()
-            records.append(measure_arch(archs[i], cpu, runtime, args.threads, cache=cache, refresh=refresh))
-            seconds += time.perf_counter() - began
-        return records, probes, seconds
+        """Records of archs[indices] (the middle of --passes passes), the probe's median latency right before each
+        measurement (a list per pass; empty without --probe; timed with torch eager whatever the runtime, as it
+        times the machine), the records of every pass, and the seconds per sub-network the measurements took."""
+        passes, probes, seconds = [], [], 0.0
+        protocol = {"repeats": 1} if args.passes > 1 else {}
+        for pass_index in range(args.passes):
+            records, before = [], []
+            for i in indices:
+                if probe_arch is not None:
+                    before.append(measure_arch(archs[probe_arch], cpu, "torch", args.threads, refresh=True).median_ms)
+                began = time.perf_counter()
+                records.append(measure_arch(archs[i], cpu, runtime, args.threads, cache=cache,
+                                            refresh=refresh or pass_index > 0,
+                                            onnx_file=exports / f"{archs[i].arch_id}.onnx", **protocol))
+                seconds += time.perf_counter() - began
+            passes.append(records)
+            probes.append(before)
+        return middle(passes), probes, passes, seconds / len(indices)
 
-    def corrected(records, probes, nominal):
-        """Each record's latencies scaled by nominal / the probe's latency before it: the machine's drift removed."""
-        return [dataclasses.replace(r, median_ms=r.median_ms * nominal / p, p90_ms=r.p90_ms * nominal / p)
-                for r, p in zip(records, probes)]
+    exports = Path(tempfile.mkdtemp(prefix="nas-bench-onnx-"))  # each sub-network exported once, for all passes
+
+    def middle(passes):
+        """Each sub-network's middle record over the passes."""
+        return [middle_record(list(column)) for column in zip(*passes)]
+
+    def corrected(passes, probes, nominal):
+        """Each record's latencies scaled by nominal / the probe's latency before it (the machine's drift removed),
+        then each sub-network's middle pass."""
+        return middle([[dataclasses.replace(r, median_ms=r.median_ms * nominal / p, p90_ms=r.p90_ms * nominal / p)
+                        for r, p in zip(records, before)] for records, before in zip(passes, probes)])
 
     def report(label, records):
         predictor = fit_predictor(features, records, holdout=1 - args.train / len(archs), seed=0)
@@ -125,41 +145,52 @@ def main() -> None:
         print(f"  (in-sample over all {refit['n']}: {figures(refit)})")
 
     for runtime in args.runtimes:
-        if saved:
-            records = [LatencyRecord.from_dict(r) for r in saved["records"][runtime]]
-            probes = saved.get("probes", {}).get(runtime, [])
+        if saved:  # a file from before --passes holds one pass and a flat list of probes
+            passes = [[LatencyRecord.from_dict(r) for r in records]
+                      for records in saved.get("passes", {}).get(runtime) or [saved["records"][runtime]]]
+            probes = saved.get("probes", {}).get(runtime) or []
+            probes = probes if not probes or isinstance(probes[0], list) else [probes]
+            records = middle(passes)
         else:
-            records, probes, seconds = measure_all(runtime, range(len(archs)), cache=LatencyCache())
-            per_measure = seconds / len(archs)
+            records, probes, passes, per_measure = measure_all(runtime, range(len(archs)), cache=LatencyCache())
         measured["records"][runtime] = [r.to_dict() for r in records]
+        measured["passes"][runtime] = [[r.to_dict() for r in records] for records in passes]
         measured["probes"][runtime] = probes
         if args.save:
             Path(args.save).write_text(json.dumps(measured))
         medians = np.array([r.median_ms for r in records])
         print(f"\n[{runtime}] {records[0].device_name}, {records[0].runtime} {records[0].runtime_version}")
         print(f"  latency of the sampled sub-networks: {medians.min():.3f} to {medians.max():.3f} ms "
-              f"(median {np.median(medians):.3f})")
+              f"(median {np.median(medians):.3f}; the middle of {len(passes)} pass(es))")
         report("", records)
-        nominal = statistics.median(probes) if probes else None
-        if probes:
-            cv = statistics.pstdev(probes) / statistics.mean(probes)
-            print(f"  probe {archs[probe_arch].arch_id} (torch) before each measurement: {min(probes):.3f} to "
-                  f"{max(probes):.3f} ms (median {nominal:.3f}, CV {cv:.3f})")
-            report(" on drift-corrected latencies", corrected(records, probes, nominal))
+        if len(passes) > 1:
+            report(" on pass 1 alone (one block each)", passes[0])
+            agreement = accuracy_report(np.array([r.median_ms for r in passes[1]]),
+                                        np.array([r.median_ms for r in passes[0]]))
+            print(f"  pass 2 as the prediction of pass 1, all {agreement['n']}: {figures(agreement)}")
+        timed = [p for before in probes for p in before]
+        nominal = statistics.median(timed) if timed else None
+        if timed:
+            cv = statistics.pstdev(timed) / statistics.mean(timed)
+            print(f"  probe {archs[probe_arch].arch_id} (torch) before each measurement: {min(timed):.3f} to "
+                  f"{max(timed):.3f} ms (median {nominal:.3f}, CV {cv:.3f})")
+            report(" on drift-corrected latencies", corrected(passes, probes, nominal))
         if saved:
             continue
-        spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True).median_ms for _ in range(10)]
+        spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True,
+                               onnx_file=exports / f"{archs[2].arch_id}.onnx").median_ms for _ in range(10)]
         cv = statistics.pstdev(spread) / statistics.mean(spread)
         print(f"  10 repeated measurements of {archs[2].arch_id}: median {statistics.median(spread):.3f} ms, "
               f"min {min(spread):.3f}, max {max(spread):.3f}, CV {cv:.3f}")
-        print(f"  time per measurement: {per_measure:.2f} s (export included for onnxruntime; probe not included)")
+        print(f"  time per sub-network: {per_measure:.2f} s (all passes; export included for onnxruntime; probe not "
+              f"included)")
         if args.remeasure:
             first = range(args.remeasure)
-            again, again_probes, _ = measure_all(runtime, first, refresh=True)
+            again, again_probes, again_passes, _ = measure_all(runtime, first, refresh=True)
             pairs = [("", again, records[:args.remeasure])]
-            if probes:
-                pairs.append((", drift-corrected", corrected(again, again_probes, nominal),
-                              corrected(records, probes, nominal)[:args.remeasure]))
+            if timed:
+                pairs.append((", drift-corrected", corrected(again_passes, again_probes, nominal),
+                              corrected(passes, probes, nominal)[:args.remeasure]))
             for label, second, original in pairs:
                 ceiling = accuracy_report(np.array([r.median_ms for r in second]),
                                           np.array([r.median_ms for r in original]))
