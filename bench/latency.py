@@ -3,6 +3,8 @@
     .venv/bin/python bench/latency.py                         # cpu_small space, torch and onnxruntime
     .venv/bin/python bench/latency.py --samples 160 --train 50 --runtimes torch
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64   # the union space, smaller
+    .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
+        --runtimes torch --passes 3       # as `nas latency fit` measures: 3 passes of one block each
 
 For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, default protocol),
 fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
