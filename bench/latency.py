@@ -4,9 +4,9 @@
     .venv/bin/python bench/latency.py --samples 160 --train 50 --runtimes torch
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64   # the union space, smaller
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
-        --runtimes torch --passes 3       # as `nas latency fit` measures: 3 passes of one block each
+        --runtimes torch --passes 1       # each sub-network timed once, 3 blocks back to back
 
-For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, default protocol),
+For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, in `--passes`),
 fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
 10 %, Spearman); the run-to-run spread of 10 repeated measurements of one sub-network; the wall time per
 measurement; the same accuracy figures for a second measurement of `--remeasure` sub-networks taken as the
@@ -20,9 +20,10 @@ such a file without measuring anything (the same split), to compare predictor ve
 `--probe` measures one fixed sub-network (the lower quartile in FLOPs) right before every measurement: how the
 machine's speed drifts during the run, and the predictor's figures once every latency is scaled by the probe's
 median over its latency then (drift-corrected), next to the raw ones.
-`--passes N` measures every sub-network in N passes over the whole sample, one timed block per pass, and keeps
-each one's middle pass (by median): the machine's slow spells, which last minutes, then shift a fraction of
-each sub-network's passes instead of every pass of a run of consecutive ones. ONNX Runtime exports each once.
+`--passes N` (default 3, as `nas latency fit`) measures every sub-network in N passes over the whole sample, one
+timed block per pass, and keeps each one's middle pass (by median): the machine's slow spells, which last
+minutes, then shift a fraction of each sub-network's passes instead of every pass of a run of consecutive ones.
+ONNX Runtime exports each sub-network once.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def main() -> None:
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
     parser.add_argument("--probe", action="store_true",
                         help="time a fixed sub-network before each measurement and also report drift-corrected figures")
-    parser.add_argument("--passes", type=int, default=1,
-                        help="passes over the sample, one timed block each; a sub-network keeps its middle pass")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="passes over the sample, one timed block each; a sub-network keeps its middle pass "
+                             "(1: one measurement of 3 blocks back to back)")
     args = parser.parse_args()
     os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
 
