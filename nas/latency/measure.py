@@ -100,13 +100,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _runner(model: nn.Module, x: torch.Tensor, runtime: str, device: torch.device, threads: int,
             workdir: Path, onnx_file: Path | None = None) -> tuple[Callable[[], object], str]:
     """A zero-argument callable that runs one inference, and the runtime's version. ONNX Runtime runs
-    `onnx_file` (the model already exported for this input shape) when given, else a fresh export."""
+    `onnx_file` (the model exported for this input shape; exported there first when missing), else a fresh export."""
     if runtime == "onnxruntime":
         import onnxruntime
 
         from nas.export import export_onnx, onnx_session
 
-        path = onnx_file or export_onnx(model, x.shape[1], x.shape[-1], workdir / "model.onnx", batch=x.shape[0])
+        path = Path(onnx_file) if onnx_file is not None else workdir / "model.onnx"
+        if not path.exists():
+            export_onnx(model, x.shape[1], x.shape[-1], path, batch=x.shape[0])
         session = onnx_session(path, threads, str(device))
         feed = {session.get_inputs()[0].name: x.cpu().numpy()}
         return (lambda: session.run(None, feed)), onnxruntime.__version__
@@ -126,7 +128,7 @@ def measure_latency(model: nn.Module, in_channels: int, resolution: int, device:
                     repeats: int = 3, pause_s: float = 0.05, max_spread: float = 0.3,
                     extra_repeats: int = 3, onnx_file: Path | None = None) -> LatencyRecord:
     """Time one inference of `model` on a random input batch; see the module docstring for the protocol.
-    With ONNX Runtime, `onnx_file` is `model` already exported for this batch and size (else it is exported)."""
+    With ONNX Runtime, `onnx_file` is `model` exported for this batch and size (exported there first when missing)."""
     check_runtime(runtime)
     x = torch.randn(batch, in_channels, resolution, resolution, device=device)
     saved_threads = torch.get_num_threads()
@@ -201,7 +203,6 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
     `onnx_file` is `model` exported for ONNX Runtime (so the file timed is the one shipped); it is exported there
     first when missing, so that measuring an arch again does not export it again.
     """
-    from nas.export import export_onnx
     from supernet.network import build
 
     key = cache_key(arch.arch_id, fingerprint(device, runtime, threads)["id"], runtime, batch, arch.resolution)
@@ -211,8 +212,6 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
         if hit is not None:
             return LatencyRecord.from_dict(hit)
     model = model if model is not None else build(arch)
-    if runtime == "onnxruntime" and onnx_file is not None and not Path(onnx_file).exists():
-        export_onnx(model, arch.in_channels, arch.resolution, Path(onnx_file), batch)
     record = measure_latency(model, arch.in_channels, arch.resolution, device, threads, batch, runtime,
                              onnx_file=onnx_file, **protocol)
     def disturbed(r: LatencyRecord) -> bool:
