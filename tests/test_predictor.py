@@ -10,9 +10,9 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.latency import LatencyRecord, fingerprint
-from nas.latency.predictor import (FEATURES, LatencyPredictor, arch_features, fit_predictor, measure_many,
+from nas.latency.predictor import (FEATURES, VERSION, LatencyPredictor, arch_features, fit_predictor, measure_many,
                                   middle_record, nnls)
-from tests.conftest import TINY_SPACE, assert_one_line_error, run_nas
+from tests.conftest import ROOT, TINY_SPACE, assert_one_line_error, run_nas
 
 
 def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
@@ -24,7 +24,7 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert report["n"] == 4 and 0 <= report["within_10pct"] <= 1 and -1 <= report["spearman"] <= 1
     assert report["rmse_ms"] > 0 and report["mape"] >= 0
     saved = json.loads(predictor.read_text())
-    assert saved["format"] == "nas-latency-predictor" and saved["version"] == 3
+    assert saved["format"] == "nas-latency-predictor" and saved["version"] == VERSION
     assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
     assert len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
     assert min(saved["weights"]["median_ms"] + saved["weights"]["p90_ms"]) >= 0  # costs per unit
@@ -110,6 +110,7 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
         y = torch.relu(depthwise(dense(torch.zeros(1, 4, 8, 8))))
         pointwise(y)
         linear(y.flatten(2).transpose(1, 2))
+        torch.nn.functional.fold(torch.nn.functional.unfold(y, 3, padding=1), (8, 8), 3, padding=1)
     totals = recorder.totals
     assert totals["dense_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
     assert totals["depthwise_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
@@ -119,6 +120,8 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
     assert totals["dense_convs"] == totals["depthwise_convs"] == totals["pointwise_convs"] == 1
     assert totals["ops"] >= 5  # 3 convolutions, relu, matrix product
     assert totals["views"] >= 2  # flatten, transpose
+    assert totals["transposed_mb"] == pytest.approx(8 * 64 * 4 / 1e6)  # a copy in ONNX Runtime, a view in torch
+    assert totals["window_mb"] == pytest.approx((8 * 9 * 64 + 8 * 64) * 4 / 1e6)  # unfold's columns, fold's map
 
 
 def test_arch_features_grow_with_the_network(tiny_space):
@@ -129,6 +132,18 @@ def test_arch_features_grow_with_the_network(tiny_space):
         assert 0 < small[name] < large[name], name
     assert small["dense_convs"] > 0  # the stem
     assert small["depthwise_convs"] > 0 and small["depthwise_conv_mflops"] > 0  # GhostNet's cheap operation
+    assert small["weights_mb_over_8"] == 0  # a tiny network's weights stay below every rung
+
+
+def test_weights_beyond_each_rung():
+    from nas.latency.predictor import WEIGHT_RUNGS_MB
+
+    from nas.space import load_space
+
+    features = arch_features(load_space(ROOT / "search_spaces" / "hybrid.yaml").largest())
+    for rung in WEIGHT_RUNGS_MB:
+        assert features[f"weights_mb_over_{rung}"] == pytest.approx(max(0.0, features["weights_mb"] - rung))
+    assert features["weights_mb_over_8"] > 0 and features["window_mb"] > 0  # LVT's CSA unfolds and folds
 
 
 def _records(medians: np.ndarray) -> list[LatencyRecord]:
@@ -139,7 +154,7 @@ def _records(medians: np.ndarray) -> list[LatencyRecord]:
             for m in medians]
 
 
-def test_fit_recovers_per_unit_costs_and_saves_version_3(tmp_path):
+def test_fit_recovers_per_unit_costs_and_saves_its_version(tmp_path):
     rng = np.random.default_rng(0)
     features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "dense_conv_mflops": rng.uniform(1, 100),
                  "matmul_mflops": rng.uniform(0, 50)} for _ in range(30)]
@@ -154,13 +169,14 @@ def test_fit_recovers_per_unit_costs_and_saves_version_3(tmp_path):
 
     path = tmp_path / "predictor.json"
     predictor.save(path)
-    assert json.loads(path.read_text())["version"] == 3
+    assert json.loads(path.read_text())["version"] == VERSION
     assert LatencyPredictor.load(path) == predictor
 
 
 def test_an_older_predictor_is_refused(tmp_path):  # its features mean something else
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"format": "nas-latency-predictor", "version": 2, "fingerprint": "0123456789ab"}))
+    older = {"format": "nas-latency-predictor", "version": VERSION - 1, "fingerprint": "0123456789ab"}
+    path.write_text(json.dumps(older))
     with pytest.raises(NasError, match="refit it with `nas latency fit`") as refused:
         LatencyPredictor.load(path)
     assert "\n" not in str(refused.value)

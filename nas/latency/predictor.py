@@ -4,11 +4,14 @@ Latency is modelled as a sum of costs of what one batch-1 forward executes, reco
 per op call (the dispatch overhead that dominates small networks in eager torch), a smaller one per view, an
 extra one per convolution call (oneDNN's per-call setup, about 0.1 ms on a CPU) and a cost per FLOP, each for
 dense (k x k), pointwise (1 x 1) and grouped (depthwise) convolutions apart (their kernels differ in efficiency
-and setup by several times), a cost per FLOP of matrix products, a cost per byte written by every other op and
-per byte of weights (memory traffic: at batch 1 the weights are streamed from memory on every forward),
-and a constant. A new block family therefore needs no predictor code. The costs are fitted by non-negative
-least squares on relative errors, so each is a plausible cost per unit and predictions extrapolate sanely; median
-and p90 are fitted separately.
+and setup by several times), a cost per FLOP of matrix products, a cost per byte written by every other op, apart
+for sliding-window copies (unfold/fold, which ONNX Runtime runs far slower per byte than other copies), a cost
+per byte of transposed views (free in eager torch, a copy in an ONNX graph), a cost per byte of weights (memory
+traffic: at batch 1 the weights are streamed from memory on every forward) and an extra one per byte of weights
+beyond each of a ladder of sizes (weights that outgrow a cache level stream from a slower one; the fit finds
+which rungs matter on this device), and a constant. A new block family therefore needs no predictor code. The
+costs are fitted by non-negative least squares on relative errors, so each is a plausible cost per unit and
+predictions extrapolate sanely; median and p90 are fitted separately.
 
 A predictor is only valid for the device fingerprint it was fitted on, and refuses any other.
 """
@@ -36,11 +39,15 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 FORMAT = "nas-latency-predictor"
-VERSION = 3
+VERSION = 4
 CONVOLUTION_KINDS = ("dense", "pointwise", "depthwise")
+WEIGHT_RUNGS_MB = (8, 16, 32, 64, 128)  # cache-sized steps: weights beyond each cost extra where a cache ends
 FEATURES = ["const", "ops", "views", *(f"{kind}_convs" for kind in CONVOLUTION_KINDS),
-            *(f"{kind}_conv_mflops" for kind in CONVOLUTION_KINDS), "matmul_mflops", "elementwise_mb", "weights_mb"]
+            *(f"{kind}_conv_mflops" for kind in CONVOLUTION_KINDS), "matmul_mflops", "elementwise_mb", "window_mb",
+            "transposed_mb", "weights_mb", *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
 _CONVOLUTIONS = {torch.ops.aten.convolution, torch.ops.aten._convolution}
+_WINDOWS = {torch.ops.aten.im2col, torch.ops.aten.col2im}  # F.unfold, F.fold
+_TRANSPOSES = {torch.ops.aten.transpose, torch.ops.aten.permute}
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -66,11 +73,13 @@ class _OpRecorder(TorchDispatchMode):
 
     def _record(self, func, args, kwargs, out) -> None:
         returned = func._schema.returns[0].alias_info if func._schema.returns else None
+        packet = func._overloadpacket
         if func is torch.ops.aten._unsafe_view.default or (returned is not None and not returned.is_write):
             self.totals["views"] += 1  # a new view of the same data: metadata only
+            if packet in _TRANSPOSES:
+                self.totals["transposed_mb"] += out.numel() * out.element_size() / 1e6
             return
         self.totals["ops"] += 1
-        packet = func._overloadpacket
         if packet in _CONVOLUTIONS:
             named = dict(zip((a.name for a in func._schema.arguments), args), **kwargs)
             if named.get("groups", 1) != 1:
@@ -83,7 +92,7 @@ class _OpRecorder(TorchDispatchMode):
             self.totals["matmul_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
         else:
             written = sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
-            self.totals["elementwise_mb"] += written / 1e6
+            self.totals["window_mb" if packet in _WINDOWS else "elementwise_mb"] += written / 1e6
 
 
 def arch_features(arch: "Arch") -> dict[str, float]:
@@ -94,8 +103,9 @@ def arch_features(arch: "Arch") -> dict[str, float]:
     image, recorder = torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution), _OpRecorder()
     with torch.inference_mode(), recorder:
         model(image)
-    totals = {**recorder.totals, "const": 1.0,
-              "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6}
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    totals = {**recorder.totals, "const": 1.0, "weights_mb": weights_mb,
+              **{f"weights_mb_over_{rung}": max(0.0, weights_mb - rung) for rung in WEIGHT_RUNGS_MB}}
     return {name: float(totals.get(name, 0.0)) for name in FEATURES}
 
 
