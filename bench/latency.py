@@ -5,6 +5,8 @@
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64   # the union space, smaller
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
         --runtimes torch --passes 1       # each sub-network timed once, 3 blocks back to back
+    .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
+        --runtimes onnxruntime --seed 2   # other sub-networks than the default seed's
 
 For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, in `--passes`),
 fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
@@ -55,6 +57,8 @@ def main() -> None:
                         help="sub-networks measured a second time: how well one measurement predicts another here")
     parser.add_argument("--save", help="write the measurements (archs and records) to this JSON file")
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="sampling seed: another seed gives sub-networks the predictor's design never saw")
     parser.add_argument("--probe", action="store_true",
                         help="time a fixed sub-network before each measurement and also report drift-corrected figures")
     parser.add_argument("--passes", type=int, default=3,
@@ -94,7 +98,7 @@ def main() -> None:
         args.runtimes, args.resolution = list(saved["records"]), saved.get("resolution", args.resolution)
         space = load_space(saved.get("space", args.space))
     else:
-        fitting = (moved(a) for a in sample_archs(space, 20 * args.samples, seed=1))
+        fitting = (moved(a) for a in sample_archs(space, 20 * args.samples, seed=args.seed))
         archs = list({a.arch_id: a for a in fitting if a is not None}.values())[: args.samples]
     features = [arch_features(a) for a in archs]
     at = f" at {args.resolution}x{args.resolution}" if args.resolution else ""
