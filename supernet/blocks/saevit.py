@@ -24,6 +24,7 @@ Defaults are the prototype of the spec (seed-architectures.md, section 4.4); its
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import torch
@@ -172,12 +173,20 @@ def group_sizes(channels: int, groups: int) -> list[int]:
     return [channels // groups + (i < channels % groups) for i in range(groups)]
 
 
+@functools.lru_cache(maxsize=256)
+def _shuffle_order(channels: int, groups: int, device: torch.device) -> torch.Tensor:
+    sizes = group_sizes(channels, groups)
+    starts = [sum(sizes[:g]) for g in range(groups)]
+    with torch.inference_mode(False):  # an inference tensor could not index a tensor that needs gradients
+        return torch.tensor([start + i for i in range(sizes[0]) for start, size in zip(starts, sizes) if i < size],
+                            device=device)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channel groups of x [..., C]: ShuffleNet's shuffle, taking uneven groups in turn."""
-    sizes = group_sizes(x.shape[-1], groups)
-    starts = [sum(sizes[:g]) for g in range(groups)]
-    order = [start + i for i in range(sizes[0]) for start, size in zip(starts, sizes) if i < size]
-    return x[..., order]
+    # The order is built once per shape: from a Python list on every forward, it cost eager torch 5 times the
+    # indexing itself (0.19 against 0.04 ms for 896 channels), a cost no op-level latency feature sees.
+    return x[..., _shuffle_order(x.shape[-1], groups, x.device)]
 
 
 class CIFFN(nn.Module):
