@@ -95,6 +95,14 @@ def test_channel_shuffle_interleaves_groups():
     assert group_sizes(10, 4) == [3, 3, 2, 2]
 
 
+def test_channel_shuffle_order_cached_at_inference_still_trains():
+    with torch.inference_mode():  # the first call of this shape builds and caches its order
+        channel_shuffle(torch.zeros(2, 13), 3)
+    x = torch.randn(2, 13, requires_grad=True)
+    channel_shuffle(x, 3).pow(2).sum().backward()  # the cached order indexes a tensor that needs gradients
+    assert torch.allclose(x.grad, 2 * x)
+
+
 @pytest.mark.parametrize("variant, groups, kernels, params", [
     # fc1 16->64 (+bias), depthwise 16 channels each at kernels 3/5/7 (no bias, identity has none), fc2 64->16
     ("multikernel", 4, [1, 3, 5, 7], 16 * 64 + 64 + 16 * (9 + 25 + 49) + 64 * 16 + 16),
