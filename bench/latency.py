@@ -8,12 +8,13 @@
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
         --runtimes onnxruntime --seed 2   # other sub-networks than the default seed's
 
-For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, in `--passes`),
-fit the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and
-10 %, Spearman); the run-to-run spread of 10 repeated measurements of one sub-network; the wall time per
-measurement; the same accuracy figures for a second measurement of `--remeasure` sub-networks taken as the
-prediction of the first (the ceiling that measurement noise puts on any predictor). Then the ONNX Runtime /
-torch eager latency ratio of the space's extremes and of timm baselines, measured side by side in this one run.
+For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, in `--passes`), fit
+the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and 10 %,
+Spearman), and the average over `--splits` random splits; the run-to-run spread of 10 repeated measurements of one
+sub-network; the wall time per measurement; the same accuracy figures for a second measurement of `--remeasure`
+sub-networks taken as the prediction of the first (the ceiling that measurement noise puts on any predictor). Then
+the ONNX Runtime / torch eager latency ratio of the space's extremes and of timm baselines, measured side by side
+in this one run.
 Uses a private latency cache so earlier runs do not leak in.
 With `--resolution`, every sub-network (and baseline) is moved to that input size; sampled sub-networks that do
 not fit it (a window larger than a feature map) are left out and others sampled instead.
@@ -57,6 +58,8 @@ def main() -> None:
                         help="sub-networks measured a second time: how well one measurement predicts another here")
     parser.add_argument("--save", help="write the measurements (archs and records) to this JSON file")
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
+    parser.add_argument("--splits", type=int, default=20,
+                        help="random fitted/held-out splits the predictor's average accuracy is reported over")
     parser.add_argument("--seed", type=int, default=1,
                         help="sampling seed: another seed gives sub-networks the predictor's design never saw")
     parser.add_argument("--probe", action="store_true",
@@ -151,6 +154,13 @@ def main() -> None:
               f"MAPE {100 * m['mape']:.1f} %, {figures(m)}")
         refit = accuracy_report(predictor.predict_features(features), np.array([r.median_ms for r in records]))
         print(f"  (in-sample over all {refit['n']}: {figures(refit)})")
+        # one split's share moves by several points with the split: the mean over many is the steadier figure
+        splits = [fit_predictor(features, records, holdout=1 - args.train / len(archs), seed=seed).metrics
+                  for seed in range(args.splits)]
+        within = [100 * m["within_10pct"] for m in splits]
+        print(f"  (over {args.splits} random splits of {args.train} fitted / {m['n']} held out: within 10 % "
+              f"{statistics.mean(within):.1f} % on average, {min(within):.0f} to {max(within):.0f} %; Spearman "
+              f"{statistics.mean(m['spearman'] for m in splits):.3f} on average)")
 
     for runtime in args.runtimes:
         if saved:  # a file from before --passes holds one pass and a flat list of probes
