@@ -184,8 +184,8 @@ def _shuffle_order(channels: int, groups: int, device: torch.device) -> torch.Te
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channel groups of x [..., C]: ShuffleNet's shuffle, taking uneven groups in turn."""
-    # The order is built once per shape: from a Python list on every forward, it cost eager torch 5 times the
-    # indexing itself (0.19 against 0.04 ms for 896 channels), a cost no op-level latency feature sees.
+    # The order is built once per shape: built from a Python list on every forward, it made a shuffle of 896
+    # channels cost 0.19 ms in eager torch instead of 0.04, a cost no op-level latency feature sees.
     return x[..., _shuffle_order(x.shape[-1], groups, x.device)]
 
 
