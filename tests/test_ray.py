@@ -29,6 +29,16 @@ def ray_address(isolated_cache):
         ray.shutdown()
 
 
+@pytest.mark.parametrize("name", ["nsga2", "tpe", "random"])
+def test_every_sampler_pickles(name):  # Ray Tune pickles the search algorithm, sampler included
+    import pickle
+
+    from nas.search.study import SAMPLERS, make_sampler
+
+    assert name in SAMPLERS
+    pickle.dumps(make_sampler(name, seed=0, trials=8))
+
+
 def _study(run_dir):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run_dir / "study.journal")))
     return optuna.load_study(study_name="search", storage=storage)
