@@ -137,7 +137,6 @@ def test_arch_features_grow_with_the_network(tiny_space):
 
 def test_weights_beyond_each_rung():
     from nas.latency.predictor import WEIGHT_RUNGS_MB
-
     from nas.space import load_space
 
     features = arch_features(load_space(ROOT / "search_spaces" / "hybrid.yaml").largest())
