@@ -95,11 +95,21 @@ def test_channel_shuffle_interleaves_groups():
     assert group_sizes(10, 4) == [3, 3, 2, 2]
 
 
-def test_channel_shuffle_order_cached_at_inference_still_trains():
-    with torch.inference_mode():  # the first call of this shape builds and caches its order
-        channel_shuffle(torch.zeros(2, 13), 3)
-    x = torch.randn(2, 13, requires_grad=True)
-    channel_shuffle(x, 3).pow(2).sum().backward()  # the cached order indexes a tensor that needs gradients
+def test_channel_shuffle_of_uneven_groups_takes_them_in_turn():
+    # groups of 3, 3, 2, 2 starting at 0, 3, 6, 8
+    assert channel_shuffle(torch.arange(10.0), 4).tolist() == [0, 3, 6, 8, 1, 4, 7, 9, 2, 5]
+
+
+def test_channel_shuffle_traces_for_export_and_still_runs_eagerly():
+    class Shuffle(torch.nn.Module):
+        def forward(self, x):
+            return channel_shuffle(x, 3)
+
+    x = torch.randn(2, 13)
+    exported = torch.export.export(Shuffle(), (x,))  # an order cached while tracing broke this (a fake constant)
+    assert torch.equal(exported.module()(x), Shuffle()(x))
+    x.requires_grad_(True)
+    Shuffle()(x).pow(2).sum().backward()
     assert torch.allclose(x.grad, 2 * x)
 
 

@@ -24,7 +24,6 @@ Defaults are the prototype of the spec (seed-architectures.md, section 4.4); its
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 import torch
@@ -173,20 +172,17 @@ def group_sizes(channels: int, groups: int) -> list[int]:
     return [channels // groups + (i < channels % groups) for i in range(groups)]
 
 
-@functools.lru_cache(maxsize=256)
-def _shuffle_order(channels: int, groups: int, device: torch.device) -> torch.Tensor:
-    sizes = group_sizes(channels, groups)
-    starts = [sum(sizes[:g]) for g in range(groups)]
-    with torch.inference_mode(False):  # an inference tensor could not index a tensor that needs gradients
-        return torch.tensor([start + i for i in range(sizes[0]) for start, size in zip(starts, sizes) if i < size],
-                            device=device)
-
-
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channel groups of x [..., C]: ShuffleNet's shuffle, taking uneven groups in turn."""
-    # The order is built once per shape: built from a Python list on every forward, it made a shuffle of 896
-    # channels cost 0.19 ms in eager torch instead of 0.04, a cost no op-level latency feature sees.
-    return x[..., _shuffle_order(x.shape[-1], groups, x.device)]
+    # Row i of the grid holds the i-th channel of every group; only the last row has gaps, and they are its
+    # last entries (the larger groups come first), so the first C entries in row-major order are the order.
+    # Built with tensor ops, it costs eager torch little and traces (no Python list per forward, no cache).
+    channels = x.shape[-1]
+    size, larger = divmod(channels, groups)
+    group = torch.arange(groups, device=x.device)
+    starts = group * size + group.clamp(max=larger)
+    order = (torch.arange(size + 1, device=x.device)[:, None] + starts).flatten()[:channels]
+    return x[..., order]
 
 
 class CIFFN(nn.Module):
