@@ -424,7 +424,8 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch
+    from nas.export import export_archs
+    from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch, measurement_key
     from nas.latency.predictor import fit_predictor, measure_many, sample_archs
     from nas.report import plot_predictor
     from nas.runs import RUNS_ROOT
@@ -442,15 +443,22 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
     archs = sample_archs(space, args.samples, args.seed)
     # One timed block per pass, so --passes 3 times as many runs as a single measurement (3 blocks back to back).
     protocol = {"repeats": 1} if args.passes > 1 else {}
-    with (tempfile.TemporaryDirectory(prefix="nas-fit-") as exports,
-          tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})", unit="measurement",
-               disable=None) as bar):
+    tags = [f"fit pass {p + 1}/{args.passes}" if args.passes > 1 else "" for p in range(args.passes)]
+    with tempfile.TemporaryDirectory(prefix="nas-fit-") as exports:
+        if args.runtime == "onnxruntime":  # every export first, on every core; not those a killed fit measured
+            unmeasured = [arch for arch in archs if any(
+                cache.get(measurement_key(arch, device, args.runtime, args.threads, cache_tag=tag)) is None
+                for tag in tags)]
+            with tqdm(total=len(unmeasured), desc="exporting to ONNX", unit="sub-network", disable=None) as bar:
+                export_archs(unmeasured, Path(exports), progress=bar.update)
+
         def measure(arch, pass_index):
-            return measure_arch(arch, device, args.runtime, args.threads, cache=cache,
-                                cache_tag=f"fit pass {pass_index + 1}/{args.passes}" if args.passes > 1 else "",
+            return measure_arch(arch, device, args.runtime, args.threads, cache=cache, cache_tag=tags[pass_index],
                                 onnx_file=Path(exports) / f"{arch.arch_id}.onnx", **protocol)
 
-        features, records = measure_many(archs, measure, args.passes, bar.update)
+        with tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})",
+                  unit="measurement", disable=None) as bar:
+            features, records = measure_many(archs, measure, args.passes, bar.update)
     predictor = fit_predictor(features, records, args.holdout, args.seed)
     predictor.save(out)
     plot_predictor(features, records, predictor, out.with_suffix(".png"))

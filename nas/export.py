@@ -1,6 +1,7 @@
 """ONNX export of a network, and onnxruntime sessions to run and check it.
 
 `export_onnx` writes one self-contained .onnx file (weights embedded) with the torch dynamo exporter;
+`export_archs` exports many sub-networks at once, in several processes (the exporter takes seconds a network);
 `onnx_session` opens it with explicit threads and providers; `run_onnx` runs it on a torch tensor;
 `verify_onnx` gives the largest absolute difference between torch and onnxruntime on an input;
 `export_and_verify` exports a model and checks it on real test images before it keeps the file.
@@ -11,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import multiprocessing
 import os
 import re
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -31,6 +34,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 OPSET = 18
 VERIFY_IMAGES = 64  # test images an export is checked on
+EXPORT_JOBS = min(4, os.cpu_count() or 1)  # processes exporting at once: one per core, memory allows 4
 
 
 def _first_line(error: BaseException) -> str:
@@ -84,6 +88,36 @@ def export_onnx(model: torch.nn.Module, in_channels: int, resolution: int, path:
     finally:
         cpu_model.train(was_training)
     return path
+
+
+def _export_arch(job: tuple[dict[str, Any], str]) -> None:
+    from nas.arch import Arch
+    from supernet.network import build
+
+    torch.set_num_threads(1)  # one core per export process
+    arch_dict, path = job
+    arch = Arch.from_dict(arch_dict, path)
+    export_onnx(build(arch), arch.in_channels, arch.resolution, Path(path))
+
+
+def export_archs(archs: list[Arch], folder: Path, jobs: int = EXPORT_JOBS,
+                 progress: Callable[[int], None] = lambda n: None) -> None:
+    """Export each of `archs` (built fresh: weights do not change timings) to folder/ARCH_ID.onnx, `jobs` at once
+    in as many processes; a file already there is kept. Export takes seconds a network, far longer than timing
+    one, and needs no quiet machine: timing many sub-networks with ONNX Runtime exports them all first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [(arch.to_dict(), str(folder / f"{arch.arch_id}.onnx")) for arch in archs
+            if not (folder / f"{arch.arch_id}.onnx").exists()]
+    if min(jobs, len(todo)) <= 1:
+        for job in todo:
+            _export_arch(job)
+            progress(1)
+        return
+    # spawn: a forked child would inherit the parent's torch threads and state
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in pool.map(_export_arch, todo):
+            progress(1)
 
 
 def _providers(device: str) -> list:

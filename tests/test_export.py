@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nas.errors import NasError
-from nas.export import export_onnx, onnx_session, run_onnx, verify_onnx
+from nas.export import export_archs, export_onnx, onnx_session, run_onnx, verify_onnx
 from nas.runs import save_checkpoint
 from supernet.network import build
 from tests.conftest import randomise_norms
@@ -215,3 +215,16 @@ def test_timm_create_model_loads_a_retrained_checkpoint(checkpoint, image):
         timm.create_model("nas_model", checkpoint_path=checkpoint)
     with pytest.raises(NasError, match="num_classes=5"):
         timm.create_model("nas_model", checkpoint=checkpoint, num_classes=5)
+
+
+def test_export_archs_exports_each_once_in_several_processes(tiny_space, tmp_path):
+    archs = [tiny_space.smallest(), tiny_space.largest()]
+    export_archs(archs, tmp_path, jobs=2)
+    files = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
+    assert set(files) == {f"{arch.arch_id}.onnx" for arch in archs}
+    for arch in archs:
+        session = onnx_session(tmp_path / f"{arch.arch_id}.onnx")
+        assert run_onnx(session, torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution)).shape == (
+            1, arch.num_classes)
+    export_archs(archs, tmp_path, jobs=2)  # files already there are kept
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == files

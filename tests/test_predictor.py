@@ -55,6 +55,17 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
                                   tmp_path / "nothing.json"), "not a readable latency predictor")
 
 
+def test_fit_for_onnxruntime_exports_first_and_a_rerun_takes_every_record_from_the_cache(tmp_path):
+    predictor = tmp_path / "predictor.json"
+    args = ("latency", "fit", "--space", TINY_SPACE, "--samples", 10, "--passes", 1, "--runtime", "onnxruntime",
+            "--out", predictor, "--json")
+    fit = run_nas(*args)
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["n"] == 3
+    again = run_nas(*args)
+    assert json.loads(again.stdout) == json.loads(fit.stdout)  # every record from the cache, so nothing exported
+
+
 def test_measure_many_passes_over_all_archs_in_turn_and_keeps_each_ones_middle_record(tiny_space):
     archs = [tiny_space.smallest(), tiny_space.largest()]
     medians = {(0, 0): 3.0, (0, 1): 1.0, (0, 2): 2.0, (1, 0): 5.0, (1, 1): 9.0, (1, 2): 7.0}  # (arch, pass): ms

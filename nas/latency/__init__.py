@@ -8,9 +8,10 @@ from nas.latency.measure import (
                                  check_runtime,
                                  measure_arch,
                                  measure_latency,
+                                 measurement_key,
                                  parse_budget,
                                  resolve_device,
 )
 
 __all__ = ["CAREFUL", "RUNTIMES", "LatencyCache", "LatencyRecord", "cache_dir", "check_runtime", "device_lock",
-           "fingerprint", "measure_arch", "measure_latency", "parse_budget", "resolve_device"]
+           "fingerprint", "measure_arch", "measure_latency", "measurement_key", "parse_budget", "resolve_device"]

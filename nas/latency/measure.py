@@ -189,6 +189,13 @@ def _time_block(run: Callable[[], object], warmup: int, runs: int, synchronise: 
     return times
 
 
+def measurement_key(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
+                    cache_tag: str = "") -> str:
+    """The latency cache's key of `measure_arch`'s record for these arguments."""
+    key = cache_key(arch.arch_id, fingerprint(device, runtime, threads)["id"], runtime, batch, arch.resolution)
+    return key + (f"|{cache_tag}" if cache_tag else "")
+
+
 def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
                  cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
                  expected_ms: float | None = None, expected_p90_ms: float | None = None,
@@ -205,8 +212,7 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
     """
     from supernet.network import build
 
-    key = cache_key(arch.arch_id, fingerprint(device, runtime, threads)["id"], runtime, batch, arch.resolution)
-    key += f"|{cache_tag}" if cache_tag else ""
+    key = measurement_key(arch, device, runtime, threads, batch, cache_tag)
     if cache is not None and not refresh:
         hit = cache.get(key)
         if hit is not None:
