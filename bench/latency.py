@@ -77,7 +77,8 @@ def main() -> None:
     from nas.errors import NasError
     from nas.export import EXPORT_JOBS, export_archs
     from nas.latency import LatencyCache, LatencyRecord, measure_arch, measure_latency
-    from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, middle_record, sample_archs
+    from nas.latency.predictor import (accuracy_report, arch_features, fit_predictor, middle_record, pass_agreement,
+                                      sample_archs)
     from nas.space import load_space
     from supernet.network import build
 
@@ -192,6 +193,8 @@ def main() -> None:
             agreement = accuracy_report(np.array([r.median_ms for r in passes[1]]),
                                         np.array([r.median_ms for r in passes[0]]))
             print(f"  pass 2 as the prediction of pass 1, all {agreement['n']}: {figures(agreement)}")
+            print(f"  every pass within 10 % of its middle one (nas latency fit's steadiness figure): "
+                  f"{100 * pass_agreement(passes):.0f} % of them")
         timed = [p for before in probes for p in before]
         nominal = statistics.median(timed) if timed else None
         if timed:

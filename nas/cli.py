@@ -426,7 +426,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
     from nas.export import export_archs
     from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch, measurement_key
-    from nas.latency.predictor import fit_predictor, measure_many, sample_archs
+    from nas.latency.predictor import STEADY, fit_predictor, measure_many, sample_archs
     from nas.report import plot_predictor
     from nas.runs import RUNS_ROOT
     from nas.space import load_space
@@ -458,8 +458,15 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
         with tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})",
                   unit="measurement", disable=None) as bar:
-            features, records = measure_many(archs, measure, args.passes, bar.update)
+            features, records, agreement = measure_many(archs, measure, args.passes, bar.update)
     predictor = fit_predictor(features, records, args.holdout, args.seed)
+    steadiness = []
+    if agreement is not None:
+        predictor.metrics["passes_within_10pct"] = agreement
+        steadiness = [f"measurements: every pass within 10 % of its middle one for {100 * agreement:.0f} % of the "
+                      f"sub-networks" + ("" if agreement >= STEADY else "; this device's timings are unsteady (other "
+                                         "work on it?) and no predictor can be more accurate than they are: fit "
+                                         "again when it is quiet")]
     predictor.save(out)
     plot_predictor(features, records, predictor, out.with_suffix(".png"))
     m = predictor.metrics
@@ -468,7 +475,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
         f"{out}",
         f"held-out ({m['n']} sub-networks): RMSE {m['rmse_ms']:.3f} ms, MAPE {100 * m['mape']:.1f} %, "
         f"{100 * m['within_5pct']:.0f} % within 5 %, {100 * m['within_10pct']:.0f} % within 10 %, "
-        f"Spearman {m['spearman']:.3f}",
+        f"Spearman {m['spearman']:.3f}", *steadiness,
         f"use it: nas search --space {args.space} --predictor {out} --runtime {args.runtime} ..."])
     return 0
 

@@ -22,7 +22,7 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert fit.returncode == 0, fit.stderr
     report = json.loads(fit.stdout)
     assert report["n"] == 4 and 0 <= report["within_10pct"] <= 1 and -1 <= report["spearman"] <= 1
-    assert report["rmse_ms"] > 0 and report["mape"] >= 0
+    assert report["rmse_ms"] > 0 and report["mape"] >= 0 and 0 <= report["passes_within_10pct"] <= 1  # 3 passes
     saved = json.loads(predictor.read_text())
     assert saved["format"] == "nas-latency-predictor" and saved["version"] == VERSION
     assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
@@ -61,7 +61,7 @@ def test_fit_for_onnxruntime_exports_first_and_a_rerun_takes_every_record_from_t
             "--out", predictor, "--json")
     fit = run_nas(*args)
     assert fit.returncode == 0, fit.stderr
-    assert json.loads(fit.stdout)["n"] == 3
+    assert json.loads(fit.stdout)["n"] == 3 and "passes_within_10pct" not in json.loads(fit.stdout)  # one pass
     again = run_nas(*args)
     assert json.loads(again.stdout) == json.loads(fit.stdout)  # every record from the cache, so nothing exported
 
@@ -78,11 +78,17 @@ def test_measure_many_passes_over_all_archs_in_turn_and_keeps_each_ones_middle_r
                              resolution=32, dtype="float32", device="cpu", device_name="cpu", threads=1,
                              runtime="torch", runtime_version="x", fingerprint="f")
 
-    features, records = measure_many(archs, measure, passes=3)
+    features, records, agreement = measure_many(archs, measure, passes=3)
     assert calls == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # a pass over all archs, then the next
     assert [r.median_ms for r in records] == [2.0, 7.0]
     assert features == [arch_features(a) for a in archs]
     assert middle_record(records) == records[0]  # an even count keeps the lower middle
+    assert agreement == 0.0  # 1 and 3 ms are far from 2, 5 and 9 from 7
+    medians.update({(0, 0): 2.1, (0, 1): 1.9, (1, 0): 8.0})
+    calls.clear()
+    assert measure_many(archs, measure, passes=3)[2] == 0.5  # 2.1 and 1.9 lie 5 % from 2; 8 lies 14 % from 7
+    calls.clear()
+    assert measure_many(archs, measure, passes=1)[2] is None  # one pass: nothing to compare
 
 
 def _brute_force_nnls(a, b):
