@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="input size to move every sub-network to (default: its own)")
     parser.add_argument("--remeasure", type=int, default=20,
                         help="sub-networks measured a second time: how well one measurement predicts another here")
+    parser.add_argument("--exports", help="folder for the ONNX exports, kept for a later run (default: a new one)")
     parser.add_argument("--save", help="write the measurements (archs and records) to this JSON file")
     parser.add_argument("--load", help="score the predictor on the measurements of a --save file; measure nothing")
     parser.add_argument("--splits", type=int, default=20,
@@ -137,7 +138,8 @@ def main() -> None:
             probes.append(before)
         return middle(passes), probes, passes, seconds / len(indices)
 
-    exports = Path(tempfile.mkdtemp(prefix="nas-bench-onnx-"))  # each sub-network exported once, for all passes
+    # each sub-network exported once, for all passes; a run on the same --exports folder exports none again
+    exports = Path(args.exports or tempfile.mkdtemp(prefix="nas-bench-onnx-"))
 
     def middle(passes):
         """Each sub-network's middle record over the passes."""
@@ -212,7 +214,7 @@ def main() -> None:
         print(f"  time per sub-network: {per_measure:.2f} s (all passes; probe not included)")
         if runtime == "onnxruntime":
             print(f"  export to ONNX beforehand: {per_export:.2f} s per sub-network ({os.cpu_count()} cores, "
-                  f"{EXPORT_JOBS} processes; wall time over all of them)")
+                  f"{EXPORT_JOBS} processes; wall time over all of them, files already in --exports included)")
         if args.remeasure:
             first = range(args.remeasure)
             again, again_probes, again_passes, _ = measure_all(runtime, first, refresh=True)
