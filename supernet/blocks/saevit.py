@@ -178,7 +178,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     # last entries (the larger groups come first), so the first C entries in row-major order are the order.
     # Built with tensor ops, it costs eager torch little and traces (no Python list per forward, no cache).
     channels = x.shape[-1]
-    size, larger = divmod(channels, groups)
+    size, larger = channels // groups, channels % groups  # not divmod: a traced shape (torch.jit) is a tensor
     group = torch.arange(groups, device=x.device)
     starts = group * size + group.clamp(max=larger)
     order = (torch.arange(size + 1, device=x.device)[:, None] + starts).flatten()[:channels]
