@@ -76,7 +76,7 @@ def main() -> None:
 
     from nas.arch import Arch
     from nas.errors import NasError
-    from nas.export import EXPORT_JOBS, export_archs
+    from nas.export import EXPORT_JOBS, arch_onnx_path, export_archs
     from nas.latency import LatencyCache, LatencyRecord, measure_arch, measure_latency
     from nas.latency.predictor import (accuracy_report, arch_features, fit_predictor, middle_record, pass_agreement,
                                       sample_archs)
@@ -132,7 +132,7 @@ def main() -> None:
                 began = time.perf_counter()
                 records.append(measure_arch(archs[i], cpu, runtime, args.threads, cache=cache,
                                             refresh=refresh or pass_index > 0,
-                                            onnx_file=exports / f"{archs[i].arch_id}.onnx", **protocol))
+                                            onnx_file=arch_onnx_path(exports, archs[i]), **protocol))
                 seconds += time.perf_counter() - began
             passes.append(records)
             probes.append(before)
@@ -207,7 +207,7 @@ def main() -> None:
         if saved:
             continue
         spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True,
-                               onnx_file=exports / f"{archs[2].arch_id}.onnx").median_ms for _ in range(10)]
+                               onnx_file=arch_onnx_path(exports, archs[2])).median_ms for _ in range(10)]
         cv = statistics.pstdev(spread) / statistics.mean(spread)
         print(f"  10 repeated measurements of {archs[2].arch_id}: median {statistics.median(spread):.3f} ms, "
               f"min {min(spread):.3f}, max {max(spread):.3f}, CV {cv:.3f}")

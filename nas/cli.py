@@ -424,7 +424,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from nas.export import export_archs
+    from nas.export import arch_onnx_path, export_archs
     from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch, measurement_key
     from nas.latency.predictor import STEADY, fit_predictor, measure_many, sample_archs
     from nas.report import plot_predictor
@@ -454,7 +454,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
 
         def measure(arch, pass_index):
             return measure_arch(arch, device, args.runtime, args.threads, cache=cache, cache_tag=tags[pass_index],
-                                onnx_file=Path(exports) / f"{arch.arch_id}.onnx", **protocol)
+                                onnx_file=arch_onnx_path(exports, arch), **protocol)
 
         with tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})",
                   unit="measurement", disable=None) as bar:

@@ -100,22 +100,27 @@ def _export_arch(job: tuple[dict[str, Any], str]) -> None:
     export_onnx(build(arch), arch.in_channels, arch.resolution, Path(path))
 
 
+def arch_onnx_path(folder: Path, arch: Arch) -> Path:
+    """Where `export_archs` puts `arch`'s export in `folder`."""
+    return Path(folder) / f"{arch.arch_id}.onnx"
+
+
 def export_archs(archs: list[Arch], folder: Path, jobs: int = EXPORT_JOBS,
                  progress: Callable[[int], None] = lambda n: None) -> None:
     """Export each of `archs` (built fresh: weights do not change timings) to folder/ARCH_ID.onnx, `jobs` at once
     in as many processes; a file already there is kept. Export takes seconds a network, far longer than timing
     one, and needs no quiet machine: timing many sub-networks with ONNX Runtime exports them all first."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [(arch.to_dict(), str(folder / f"{arch.arch_id}.onnx")) for arch in archs
-            if not (folder / f"{arch.arch_id}.onnx").exists()]
-    if min(jobs, len(todo)) <= 1:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    todo = [(arch.to_dict(), str(arch_onnx_path(folder, arch))) for arch in archs
+            if not arch_onnx_path(folder, arch).exists()]
+    jobs = min(jobs, len(todo))
+    if jobs <= 1:
         for job in todo:
             _export_arch(job)
             progress(1)
         return
     # spawn: a forked child would inherit the parent's torch threads and state
-    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for _ in pool.map(_export_arch, todo):
             progress(1)
 
