@@ -6,9 +6,10 @@
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 250 --train 150 \
         --runtimes torch                  # the issue's figure: 100 held out
     .venv/bin/python bench/latency.py --space search_spaces/hybrid.yaml --resolution 64 --samples 130 --train 30 \
-        --runtimes onnxruntime --seed 2 --passes 1   # other sub-networks, each timed once (3 blocks back to back)
+        --runtimes onnxruntime --seed 2 --exports onnx/   # other sub-networks; the exports kept for another run
 
-For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, in `--passes`), fit
+For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, interleaved in
+`--rounds` rounds as `nas latency fit` does), fit
 the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and 10 %,
 Spearman), and the average over `--splits` random splits; the run-to-run spread of 10 repeated measurements of one
 sub-network; the wall time per measurement; the same accuracy figures for a second measurement of `--remeasure`
@@ -20,19 +21,15 @@ With `--resolution`, every sub-network (and baseline) is moved to that input siz
 not fit it (a window larger than a feature map) are left out and others sampled instead.
 `--save FILE` writes every measurement (arch and record) to FILE; `--load FILE` fits and scores the predictor on
 such a file without measuring anything (the same split), to compare predictor versions on the same measurements.
-`--probe` measures one fixed sub-network (the lower quartile in FLOPs) right before every measurement: how the
-machine's speed drifts during the run, and the predictor's figures once every latency is scaled by the probe's
-median over its latency then (drift-corrected), next to the raw ones.
-`--passes N` (default 3, as `nas latency fit`) measures every sub-network in N passes over the whole sample, one
-timed block per pass, and keeps each one's middle pass (by median): the machine's slow spells, which last
-minutes, then shift a fraction of each sub-network's passes instead of every pass of a run of consecutive ones.
+The sub-networks are timed as `nas latency fit` times them: `--rounds` rounds (default 24), each a short block of
+every one in a new order, so the machine's slow spells slow them all alike; beside the result the run prints how
+well the odd and even rounds agree (the fit's steadiness figure).
 ONNX Runtime exports each sub-network once, all of them before any timing, in several processes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -63,11 +60,8 @@ def main() -> None:
                         help="random fitted/held-out splits the predictor's average accuracy is reported over")
     parser.add_argument("--seed", type=int, default=1,
                         help="sampling seed: another seed gives sub-networks the predictor's design never saw")
-    parser.add_argument("--probe", action="store_true",
-                        help="time a fixed sub-network before each measurement and also report drift-corrected figures")
-    parser.add_argument("--passes", type=int, default=3,
-                        help="passes over the sample, one timed block each; a sub-network keeps its middle pass "
-                             "(1: one measurement of 3 blocks back to back)")
+    parser.add_argument("--rounds", type=int, default=24,
+                        help="rounds over the sample, one short timed block of each sub-network per round")
     args = parser.parse_args()
     os.environ["NAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas-bench-cache-")
 
@@ -77,9 +71,10 @@ def main() -> None:
     from nas.arch import Arch
     from nas.errors import NasError
     from nas.export import EXPORT_JOBS, arch_onnx_path, export_archs
-    from nas.latency import LatencyCache, LatencyRecord, measure_arch, measure_latency
-    from nas.latency.predictor import (accuracy_report, arch_features, fit_predictor, middle_record, pass_agreement,
-                                      sample_archs)
+    from tqdm import tqdm
+
+    from nas.latency import LatencyCache, LatencyRecord, measure_arch, measure_interleaved, measure_latency
+    from nas.latency.predictor import accuracy_report, arch_features, fit_predictor, halves_agreement, sample_archs
     from nas.space import load_space
     from supernet.network import build
 
@@ -109,47 +104,23 @@ def main() -> None:
     features = [arch_features(a) for a in archs]
     at = f" at {args.resolution}x{args.resolution}" if args.resolution else ""
     print(f"space {space.name}{at}: {len(archs)} distinct sub-networks, {args.threads} thread(s), batch 1")
-    flops = [sum(v for k, v in f.items() if k.endswith("mflops")) for f in features]
-    probe_arch = sorted(zip(flops, range(len(archs))))[len(archs) // 4][1] if args.probe else saved.get("probe")
     measured = {"space": str(Path(args.space).resolve()), "resolution": args.resolution,
-                "archs": [a.to_dict() for a in archs], "records": {}, "passes": {}, "probes": {}, "probe": probe_arch}
+                "archs": [a.to_dict() for a in archs], "records": {}}
 
     def figures(m):
         return (f"within 5 %: {100 * m['within_5pct']:.0f} %, within 10 %: {100 * m['within_10pct']:.0f} %, "
                 f"Spearman {m['spearman']:.3f}")
 
-    def measure_all(runtime, indices, cache=None, refresh=False):
-        """Records of archs[indices] (the middle of --passes passes), the probe's median latency right before each
-        measurement (a list per pass; empty without --probe; timed with torch eager whatever the runtime, as it
-        times the machine), the records of every pass, and the seconds per sub-network the measurements took."""
-        passes, probes, seconds = [], [], 0.0
-        protocol = {"repeats": 1} if args.passes > 1 else {}
-        for pass_index in range(args.passes):
-            records, before = [], []
-            for i in indices:
-                if probe_arch is not None:
-                    before.append(measure_arch(archs[probe_arch], cpu, "torch", args.threads, refresh=True).median_ms)
-                began = time.perf_counter()
-                records.append(measure_arch(archs[i], cpu, runtime, args.threads, cache=cache,
-                                            refresh=refresh or pass_index > 0,
-                                            onnx_file=arch_onnx_path(exports, archs[i]), **protocol))
-                seconds += time.perf_counter() - began
-            passes.append(records)
-            probes.append(before)
-        return middle(passes), probes, passes, seconds / len(indices)
+    def measure_all(runtime, indices, cache=None):
+        """Records of archs[indices], timed interleaved, and the seconds per sub-network that took."""
+        began = time.perf_counter()
+        with tqdm(total=len(indices) * args.rounds, desc=f"timing ({runtime})", unit="block", disable=None) as bar:
+            records = measure_interleaved([archs[i] for i in indices], cpu, runtime, args.threads, rounds=args.rounds,
+                                          cache=cache, onnx_folder=exports, progress=bar.update)
+        return records, (time.perf_counter() - began) / len(indices)
 
-    # each sub-network exported once, for all passes; a run on the same --exports folder exports none again
+    # each sub-network exported once; a run on the same --exports folder exports none again
     exports = Path(args.exports or tempfile.mkdtemp(prefix="nas-bench-onnx-"))
-
-    def middle(passes):
-        """Each sub-network's middle record over the passes."""
-        return [middle_record(list(column)) for column in zip(*passes)]
-
-    def corrected(passes, probes, nominal):
-        """Each record's latencies scaled by nominal / the probe's latency before it (the machine's drift removed),
-        then each sub-network's middle pass."""
-        return middle([[dataclasses.replace(r, median_ms=r.median_ms * nominal / p, p90_ms=r.p90_ms * nominal / p)
-                        for r, p in zip(records, before)] for records, before in zip(passes, probes)])
 
     def report(label, records):
         # one split's share moves by several points with the split: the mean over many is the steadier figure;
@@ -168,42 +139,26 @@ def main() -> None:
               f"{spearman:.3f} on average)")
 
     for runtime in args.runtimes:
-        if saved:  # a file from before --passes holds one pass and a flat list of probes
-            passes = [[LatencyRecord.from_dict(r) for r in records]
-                      for records in saved.get("passes", {}).get(runtime) or [saved["records"][runtime]]]
-            probes = saved.get("probes", {}).get(runtime) or []
-            probes = probes if not probes or isinstance(probes[0], list) else [probes]
-            records = middle(passes)
+        if saved:
+            records = [LatencyRecord.from_dict(r) for r in saved["records"][runtime]]
         else:
             began = time.perf_counter()
             if runtime == "onnxruntime":  # every export first, on every core, before any timing
                 export_archs(archs, exports)
             per_export = (time.perf_counter() - began) / len(archs)
-            records, probes, passes, per_measure = measure_all(runtime, range(len(archs)), cache=LatencyCache())
+            records, per_measure = measure_all(runtime, range(len(archs)), cache=LatencyCache())
         measured["records"][runtime] = [r.to_dict() for r in records]
-        measured["passes"][runtime] = [[r.to_dict() for r in records] for records in passes]
-        measured["probes"][runtime] = probes
         if args.save:
             Path(args.save).write_text(json.dumps(measured))
         medians = np.array([r.median_ms for r in records])
         print(f"\n[{runtime}] {records[0].device_name}, {records[0].runtime} {records[0].runtime_version}")
         print(f"  latency of the sampled sub-networks: {medians.min():.3f} to {medians.max():.3f} ms "
-              f"(median {np.median(medians):.3f}; the middle of {len(passes)} pass(es))")
+              f"(median {np.median(medians):.3f}; {len(records[0].block_medians_ms)} timed block(s) each)")
         report("", records)
-        if len(passes) > 1:
-            report(" on pass 1 alone (one block each)", passes[0])
-            agreement = accuracy_report(np.array([r.median_ms for r in passes[1]]),
-                                        np.array([r.median_ms for r in passes[0]]))
-            print(f"  pass 2 as the prediction of pass 1, all {agreement['n']}: {figures(agreement)}")
-            print(f"  every pass within 10 % of its middle one (nas latency fit's steadiness figure): "
-                  f"{100 * pass_agreement(passes):.0f} % of them")
-        timed = [p for before in probes for p in before]
-        nominal = statistics.median(timed) if timed else None
-        if timed:
-            cv = statistics.pstdev(timed) / statistics.mean(timed)
-            print(f"  probe {archs[probe_arch].arch_id} (torch) before each measurement: {min(timed):.3f} to "
-                  f"{max(timed):.3f} ms (median {nominal:.3f}, CV {cv:.3f})")
-            report(" on drift-corrected latencies", corrected(passes, probes, nominal))
+        agreement = halves_agreement(records)
+        if agreement is not None:
+            print(f"  odd and even rounds within 10 % of each other (nas latency fit's steadiness figure): "
+                  f"{100 * agreement:.0f} % of them")
         if saved:
             continue
         spread = [measure_arch(archs[2], cpu, runtime, args.threads, refresh=True,
@@ -211,22 +166,16 @@ def main() -> None:
         cv = statistics.pstdev(spread) / statistics.mean(spread)
         print(f"  10 repeated measurements of {archs[2].arch_id}: median {statistics.median(spread):.3f} ms, "
               f"min {min(spread):.3f}, max {max(spread):.3f}, CV {cv:.3f}")
-        print(f"  time per sub-network: {per_measure:.2f} s (all passes; probe not included)")
+        print(f"  time per sub-network: {per_measure:.2f} s (all rounds, model build included)")
         if runtime == "onnxruntime":
             print(f"  export to ONNX beforehand: {per_export:.2f} s per sub-network ({os.cpu_count()} cores, "
                   f"{EXPORT_JOBS} processes; wall time over all of them, files already in --exports included)")
         if args.remeasure:
-            first = range(args.remeasure)
-            again, again_probes, again_passes, _ = measure_all(runtime, first, refresh=True)
-            pairs = [("", again, records[:args.remeasure])]
-            if timed:
-                pairs.append((", drift-corrected", corrected(again_passes, again_probes, nominal),
-                              corrected(passes, probes, nominal)[:args.remeasure]))
-            for label, second, original in pairs:
-                ceiling = accuracy_report(np.array([r.median_ms for r in second]),
-                                          np.array([r.median_ms for r in original]))
-                print(f"  a second measurement of {ceiling['n']} of them as the prediction{label} (the most a "
-                      f"predictor can show on this machine): {figures(ceiling)}")
+            again, _ = measure_all(runtime, range(args.remeasure))
+            ceiling = accuracy_report(np.array([r.median_ms for r in again]),
+                                      np.array([r.median_ms for r in records[:args.remeasure]]))
+            print(f"  a second measurement of {ceiling['n']} of them (interleaved among themselves) as the prediction "
+                  f"(the most a predictor can show on this machine): {figures(ceiling)}")
 
     if {"torch", "onnxruntime"} <= set(args.runtimes) and not saved:
         print("\nONNX Runtime / torch eager (median latency, batch 1, measured side by side):")

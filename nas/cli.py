@@ -420,53 +420,45 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 # ---- latency fit ----------------------------------------------------------------------------------------------
 def cmd_latency_fit(args: argparse.Namespace) -> int:
-    import tempfile
+    import shutil
 
     from tqdm import tqdm
 
-    from nas.export import arch_onnx_path, export_archs
-    from nas.latency import LatencyCache, check_runtime, fingerprint, measure_arch, measurement_key
-    from nas.latency.predictor import STEADY, fit_predictor, measure_many, sample_archs
+    from nas.export import export_archs
+    from nas.latency import LatencyCache, check_runtime, fingerprint, measure_interleaved
+    from nas.latency.predictor import STEADY, arch_features, fit_predictor, halves_agreement, sample_archs
     from nas.report import plot_predictor
     from nas.runs import RUNS_ROOT
     from nas.space import load_space
 
     device = _device_and_threads(args)
     check_runtime(args.runtime)
-    if args.samples < 10 or not 0 < args.holdout < 1 or args.passes < 1:
-        raise NasError("--samples must be at least 10, --holdout between 0 and 1 and --passes at least 1")
+    if args.samples < 10 or not 0 < args.holdout < 1 or args.rounds < 2:
+        raise NasError("--samples must be at least 10, --holdout between 0 and 1 and --rounds at least 2")
     space = load_space(args.space)
     device_id = fingerprint(device, args.runtime, args.threads)["id"]
     default_out = RUNS_ROOT / f"latency-{space.name}-{args.runtime}-{device_id}" / "predictor.json"
     out = Path(args.out) if args.out else default_out
-    cache = LatencyCache()
     archs = sample_archs(space, args.samples, args.seed)
-    # One timed block per pass, so --passes 3 times as many runs as a single measurement (3 blocks back to back).
-    protocol = {"repeats": 1} if args.passes > 1 else {}
-    tags = [f"fit pass {p + 1}/{args.passes}" if args.passes > 1 else "" for p in range(args.passes)]
-    with tempfile.TemporaryDirectory(prefix="nas-fit-") as exports:
-        if args.runtime == "onnxruntime":  # every export first, on every core; not those a killed fit measured
-            unmeasured = [arch for arch in archs if any(
-                cache.get(measurement_key(arch, device, args.runtime, args.threads, cache_tag=tag)) is None
-                for tag in tags)]
-            with tqdm(total=len(unmeasured), desc="exporting to ONNX", unit="sub-network", disable=None) as bar:
-                export_archs(unmeasured, Path(exports), progress=bar.update)
-
-        def measure(arch, pass_index):
-            return measure_arch(arch, device, args.runtime, args.threads, cache=cache, cache_tag=tags[pass_index],
-                                onnx_file=arch_onnx_path(exports, arch), **protocol)
-
-        with tqdm(total=len(archs) * args.passes, desc=f"measuring on {device} ({args.runtime})",
-                  unit="measurement", disable=None) as bar:
-            features, records, agreement = measure_many(archs, measure, args.passes, bar.update)
+    # kept until the fit is done, so that a killed fit does not export again
+    exports = out.with_name(f"{out.stem}-onnx") if args.runtime == "onnxruntime" else None
+    if exports is not None:  # every export first, on every core, before any timing
+        with tqdm(total=len(archs), desc="exporting to ONNX", unit="sub-network", disable=None) as bar:
+            export_archs(archs, exports, progress=bar.update)
+    with tqdm(total=len(archs) * args.rounds, desc=f"measuring on {device} ({args.runtime})", unit="block",
+              disable=None) as bar:
+        records = measure_interleaved(archs, device, args.runtime, args.threads, rounds=args.rounds,
+                                      cache=LatencyCache(), onnx_folder=exports, progress=bar.update)
+    if exports is not None:
+        shutil.rmtree(exports, ignore_errors=True)
+    features = [arch_features(arch) for arch in archs]
     predictor = fit_predictor(features, records, args.holdout, args.seed)
-    steadiness = []
-    if agreement is not None:
-        predictor.metrics["passes_within_10pct"] = agreement
-        steadiness = [f"measurements: every pass within 10 % of its middle one for {100 * agreement:.0f} % of the "
-                      f"sub-networks" + ("" if agreement >= STEADY else "; this device's timings are unsteady (other "
-                                         "work on it?) and no predictor can be more accurate than they are: fit "
-                                         "again when it is quiet")]
+    agreement = halves_agreement(records)
+    predictor.metrics["halves_within_10pct"] = agreement
+    steadiness = [f"measurements: odd and even rounds within 10 % of each other for {100 * agreement:.0f} % of the "
+                  f"sub-networks" + ("" if agreement >= STEADY else "; this device's timings are unsteady (other "
+                                     "work on it?) and no predictor can be more accurate than they are: fit "
+                                     "again when it is quiet, or with more --rounds")]
     predictor.save(out)
     plot_predictor(features, records, predictor, out.with_suffix(".png"))
     m = predictor.metrics
@@ -620,9 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
     fit.add_argument("--samples", type=int, default=150, help="sub-networks to measure (default: 150)")
     fit.add_argument("--holdout", type=float, default=0.3, help="share held out to report accuracy (default: 0.3)")
-    fit.add_argument("--passes", type=int, default=3,
-                     help="passes over the sample, one timed block per sub-network each; a sub-network keeps its "
-                          "middle pass, so the machine's slow spells are averaged out (default: 3)")
+    fit.add_argument("--rounds", type=int, default=24,
+                     help="rounds over the sample, one short timed block of every sub-network each, in a new order "
+                          "each round: the machine's slow spells then slow every sub-network alike (default: 24)")
     fit.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     fit.add_argument("--out", help="predictor file (default: runs/latency-SPACE-RUNTIME-FINGERPRINT/predictor.json)")
     fit.add_argument("--json", action="store_true", help="print the accuracy figures as JSON")

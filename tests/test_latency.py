@@ -57,9 +57,52 @@ def test_cache_is_reused_across_instances_and_keyed_by_fingerprint(tiny_space, t
     refreshed = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), refresh=True, runs=10)
     assert refreshed != first
     assert len(LatencyCache(path)) == 2
-    tagged = measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), cache_tag="pass 2", runs=10)
-    assert tagged != refreshed and len(LatencyCache(path)) == 3  # kept apart from the untagged record
-    assert measure_arch(arch, torch.device("cpu"), "torch", 1, cache=LatencyCache(path), cache_tag="pass 2") == tagged
+
+
+def test_interleaved_measurement_times_every_arch_once_a_round_resumes_when_killed_and_is_cached(
+        tiny_space, tmp_path, monkeypatch):
+    import random
+
+    from nas.latency import LatencyCache, cache_dir, measure_arch, measure_interleaved
+    from nas.latency import measure as measure_module
+
+    archs = [tiny_space.smallest(), tiny_space.largest(), tiny_space.sample(random.Random(3))]
+    timed = []  # which arch each timed block ran, in order (the real _time_block still does the timing)
+    real_time_block = measure_module._time_block
+
+    def spy(run, warmup, runs, *args, **kwargs):
+        if runs:
+            timed.append(runners_seen.setdefault(run, len(runners_seen)))
+        return real_time_block(run, warmup, runs, *args, **kwargs)
+
+    runners_seen = {}
+    monkeypatch.setattr(measure_module, "_time_block", spy)
+
+    def kill_in_round_3(done):
+        if len(timed) == 2 * len(archs) + 1:
+            raise KeyboardInterrupt
+
+    cache = LatencyCache(tmp_path / "latency.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        measure_interleaved(archs, torch.device("cpu"), rounds=4, cache=cache, progress=kill_in_round_3)
+    rounds = [timed[i:i + len(archs)] for i in range(0, 2 * len(archs), len(archs))]
+    assert all(sorted(r) == [0, 1, 2] for r in rounds) and rounds[0] != rounds[1]  # each once a round, new order
+    assert len(list((cache_dir() / "interleaved").glob("*.json"))) == 1  # the two finished rounds
+
+    timed.clear(), runners_seen.clear()
+    records = measure_interleaved(archs, torch.device("cpu"), rounds=4, cache=cache)
+    assert len(timed) == 2 * len(archs)  # resumed: only rounds 3 and 4 were timed
+    assert not list((cache_dir() / "interleaved").glob("*.json"))  # done: the checkpoint is gone
+    for arch, record in zip(archs, records):
+        assert len(record.block_medians_ms) == 4 and record.runs == 4 * 5 and record.resolution == arch.resolution
+        assert 0 < record.median_ms <= record.p90_ms
+    assert [r.median_ms for r in records][0] < records[1].median_ms  # the smallest is faster than the largest
+
+    timed.clear()
+    assert measure_interleaved(archs, torch.device("cpu"), rounds=4, cache=LatencyCache(cache.path)) == records
+    assert not timed  # every record from the cache
+    single = measure_arch(archs[0], torch.device("cpu"), "torch", 1, cache=cache, runs=10)
+    assert single.runs == 10  # kept apart from the interleaved record
 
 
 def test_onnxruntime_exports_a_missing_file_once_and_times_it_again(tiny_space, tmp_path):

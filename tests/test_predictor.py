@@ -10,8 +10,8 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.latency import LatencyRecord, fingerprint
-from nas.latency.predictor import (FEATURES, VERSION, LatencyPredictor, arch_features, fit_predictor, measure_many,
-                                  middle_record, nnls)
+from nas.latency.predictor import (FEATURES, VERSION, LatencyPredictor, arch_features, fit_predictor,
+                                  halves_agreement, nnls)
 from tests.conftest import ROOT, TINY_SPACE, assert_one_line_error, run_nas
 
 
@@ -22,7 +22,7 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert fit.returncode == 0, fit.stderr
     report = json.loads(fit.stdout)
     assert report["n"] == 4 and 0 <= report["within_10pct"] <= 1 and -1 <= report["spearman"] <= 1
-    assert report["rmse_ms"] > 0 and report["mape"] >= 0 and 0 <= report["passes_within_10pct"] <= 1  # 3 passes
+    assert report["rmse_ms"] > 0 and report["mape"] >= 0 and 0 <= report["halves_within_10pct"] <= 1
     saved = json.loads(predictor.read_text())
     assert saved["format"] == "nas-latency-predictor" and saved["version"] == VERSION
     assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
@@ -31,7 +31,7 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert predictor.with_suffix(".png").exists()
     again = run_nas("latency", "fit", "--space", TINY_SPACE, "--samples", 14, "--holdout", 0.3, "--out", predictor,
                     "--json")
-    assert json.loads(again.stdout) == report  # each pass's records come from the cache: a killed fit resumes
+    assert json.loads(again.stdout) == report  # the records come from the cache
 
     run_dir = tmp_path / "run"
     search = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--supernet", tiny_supernet,
@@ -57,38 +57,25 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
 
 def test_fit_for_onnxruntime_exports_first_and_a_rerun_takes_every_record_from_the_cache(tmp_path):
     predictor = tmp_path / "predictor.json"
-    args = ("latency", "fit", "--space", TINY_SPACE, "--samples", 10, "--passes", 1, "--runtime", "onnxruntime",
+    args = ("latency", "fit", "--space", TINY_SPACE, "--samples", 10, "--rounds", 4, "--runtime", "onnxruntime",
             "--out", predictor, "--json")
     fit = run_nas(*args)
     assert fit.returncode == 0, fit.stderr
-    assert json.loads(fit.stdout)["n"] == 3 and "passes_within_10pct" not in json.loads(fit.stdout)  # one pass
+    assert json.loads(fit.stdout)["n"] == 3 and not (tmp_path / "predictor-onnx").exists()  # exports removed
     again = run_nas(*args)
     assert json.loads(again.stdout) == json.loads(fit.stdout)  # every record from the cache, so nothing exported
+    assert_one_line_error(run_nas(*args, "--rounds", 1), "--rounds at least 2")
 
 
-def test_measure_many_passes_over_all_archs_in_turn_and_keeps_each_ones_middle_record(tiny_space):
-    archs = [tiny_space.smallest(), tiny_space.largest()]
-    medians = {(0, 0): 3.0, (0, 1): 1.0, (0, 2): 2.0, (1, 0): 5.0, (1, 1): 9.0, (1, 2): 7.0}  # (arch, pass): ms
-    calls = []
-
-    def measure(arch, pass_index):
-        calls.append((archs.index(arch), pass_index))
-        ms = medians[calls[-1]]
-        return LatencyRecord(median_ms=ms, p90_ms=ms, trimmed_mean_ms=ms, spread=0.0, runs=1, batch=1,
+def test_halves_agreement_compares_odd_and_even_rounds():
+    def record(blocks):
+        return LatencyRecord(median_ms=2.0, p90_ms=2.0, trimmed_mean_ms=2.0, spread=0.0, runs=1, batch=1,
                              resolution=32, dtype="float32", device="cpu", device_name="cpu", threads=1,
-                             runtime="torch", runtime_version="x", fingerprint="f")
+                             runtime="torch", runtime_version="x", fingerprint="f", block_medians_ms=blocks)
 
-    features, records, agreement = measure_many(archs, measure, passes=3)
-    assert calls == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]  # a pass over all archs, then the next
-    assert [r.median_ms for r in records] == [2.0, 7.0]
-    assert features == [arch_features(a) for a in archs]
-    assert middle_record(records) == records[0]  # an even count keeps the lower middle
-    assert agreement == 0.0  # 1 and 3 ms are far from 2, 5 and 9 from 7
-    medians.update({(0, 0): 2.1, (0, 1): 1.9, (1, 0): 8.0})
-    calls.clear()
-    assert measure_many(archs, measure, passes=3)[2] == 0.5  # 2.1 and 1.9 lie 5 % from 2; 8 lies 14 % from 7
-    calls.clear()
-    assert measure_many(archs, measure, passes=1)[2] is None  # one pass: nothing to compare
+    steady, drifting = record((2.0, 2.1, 1.9, 2.0)), record((2.0, 3.0, 2.0, 3.0, 2.0))
+    assert halves_agreement([steady, drifting]) == 0.5  # 2.0 vs 2.05: 2 % apart; 2.0 vs 3.0: 33 %
+    assert halves_agreement([steady, record((2.0,))]) is None  # one block: no halves to compare
 
 
 def _brute_force_nnls(a, b):

@@ -7,6 +7,7 @@ from nas.latency.measure import (
                                  LatencyRecord,
                                  check_runtime,
                                  measure_arch,
+                                 measure_interleaved,
                                  measure_latency,
                                  measurement_key,
                                  parse_budget,
@@ -14,4 +15,5 @@ from nas.latency.measure import (
 )
 
 __all__ = ["CAREFUL", "RUNTIMES", "LatencyCache", "LatencyRecord", "cache_dir", "check_runtime", "device_lock",
-           "fingerprint", "measure_arch", "measure_latency", "measurement_key", "parse_budget", "resolve_device"]
+           "fingerprint", "measure_arch", "measure_interleaved",
+           "measure_latency", "measurement_key", "parse_budget", "resolve_device"]

@@ -10,6 +10,10 @@ overlap each other or training (which holds the shared lock) on the same device,
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import random
 import re
 import statistics
 import tempfile
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 
 from nas.errors import NasError
-from nas.latency.cache import LatencyCache, cache_key, device_lock, fingerprint
+from nas.latency.cache import LatencyCache, cache_dir, cache_key, device_lock, fingerprint
 
 if TYPE_CHECKING:
     from nas.arch import Arch
@@ -147,15 +151,22 @@ def measure_latency(model: nn.Module, in_channels: int, resolution: int, device:
                 blocks.append(_time_block(run, warmup, runs, synchronise, device))
         finally:
             torch.set_num_threads(saved_threads)
-    best = sorted(min(blocks, key=lambda b: (_percentile(sorted(b), 0.9), statistics.median(b))))
-    median = statistics.median(best)
-    cut = len(best) // 10
+    best = min(blocks, key=lambda b: (_percentile(sorted(b), 0.9), statistics.median(b)))
+    return _record(best, blocks, batch, resolution, device, threads, runtime, version)
+
+
+def _record(times: list[float], blocks: list[list[float]], batch: int, resolution: int, device: torch.device,
+            threads: int, runtime: str, version: str) -> LatencyRecord:
+    """The record summarising `times` (the runs reported), with the median of every block timed."""
+    ordered = sorted(times)
+    cut = len(ordered) // 10
     info = fingerprint(device, runtime, threads)
     return LatencyRecord(
-        median_ms=median, p90_ms=_percentile(best, 0.9), trimmed_mean_ms=statistics.fmean(best[cut:len(best) - cut]),
-        spread=_spread(best), runs=runs, batch=batch, resolution=resolution, dtype="float32", device=str(device),
-        device_name=info["device_name"], threads=threads if device.type == "cpu" else 0, runtime=runtime,
-        runtime_version=version, fingerprint=info["id"], versions=info["versions"],
+        median_ms=statistics.median(ordered), p90_ms=_percentile(ordered, 0.9),
+        trimmed_mean_ms=statistics.fmean(ordered[cut:len(ordered) - cut]), spread=_spread(ordered), runs=len(ordered),
+        batch=batch, resolution=resolution, dtype="float32", device=str(device), device_name=info["device_name"],
+        threads=threads if device.type == "cpu" else 0, runtime=runtime, runtime_version=version,
+        fingerprint=info["id"], versions=info["versions"],
         block_medians_ms=tuple(round(statistics.median(b), 4) for b in blocks))
 
 
@@ -165,8 +176,8 @@ def _spread(times: list[float]) -> float:
 
 
 def _time_block(run: Callable[[], object], warmup: int, runs: int, synchronise: bool,
-                device: torch.device) -> list[float]:
-    warm_until = time.perf_counter() + 0.05  # oneDNN and the allocator settle after a few calls
+                device: torch.device, settle_s: float = 0.05) -> list[float]:
+    warm_until = time.perf_counter() + settle_s  # oneDNN and the allocator settle after a few calls
     done = 0
     while done < warmup or time.perf_counter() < warm_until:
         run()
@@ -199,11 +210,10 @@ def measurement_key(arch: "Arch", device: torch.device, runtime: str = "torch", 
 def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
                  cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
                  expected_ms: float | None = None, expected_p90_ms: float | None = None,
-                 onnx_file: Path | None = None, cache_tag: str = "", **protocol: float) -> LatencyRecord:
+                 onnx_file: Path | None = None, **protocol: float) -> LatencyRecord:
     """Latency of `arch` (built fresh unless `model` is given), from `cache` when it holds this measurement.
 
     `refresh` measures again even on a cache hit (and stores the new record): for the figures a user reads.
-    `cache_tag` keeps this record apart from the arch's other records in the cache (one pass of several).
     `expected_ms` (and `expected_p90_ms`) are an earlier measurement of the same arch: a new median (or p90)
     more than 25 % above it is taken to be a slow or spiky spell of a shared machine (they last seconds), and
     the measurement is repeated after a pause, up to 3 times; the steadiest record (lowest p90) is kept.
@@ -212,7 +222,7 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
     """
     from supernet.network import build
 
-    key = measurement_key(arch, device, runtime, threads, batch, cache_tag)
+    key = measurement_key(arch, device, runtime, threads, batch)
     if cache is not None and not refresh:
         hit = cache.get(key)
         if hit is not None:
@@ -234,3 +244,73 @@ def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", thr
     if cache is not None:
         cache.put(key, record.to_dict())
     return record
+
+
+def measure_interleaved(archs: list["Arch"], device: torch.device, runtime: str = "torch", threads: int = 1,
+                        batch: int = 1, rounds: int = 24, cache: LatencyCache | None = None,
+                        onnx_folder: Path | None = None, warmup: int = 2, runs: int = 5,
+                        progress: Callable[[int], None] = lambda n: None) -> list[LatencyRecord]:
+    """Latencies of many archs timed together, for comparing them (fitting a predictor): `rounds` rounds, each a
+    short block of `runs` runs of every arch in a new random order; each arch's record pools its blocks.
+
+    A shared machine's speed drifts in spells of seconds to minutes. Timed one after another, archs land in
+    different spells and their latencies move apart by more than a predictor's error. Interleaved, every arch's
+    blocks are spread over the whole measurement and see the same spells, which then shift all latencies alike.
+    Finished rounds are checkpointed in the cache folder, so a killed measurement resumes; when it completes each
+    record goes to `cache` (kept apart from single measurements), and a repeat is answered from there.
+    With ONNX Runtime, `onnx_folder` holds the exports (`nas.export.arch_onnx_path`; missing ones are exported).
+    """
+    from nas.export import arch_onnx_path
+    from supernet.network import build
+
+    check_runtime(runtime)
+    tag = f"interleaved {rounds}x{runs}"
+    keys = [measurement_key(arch, device, runtime, threads, batch, tag) for arch in archs]
+    if cache is not None and all(cache.get(key) is not None for key in keys):
+        return [LatencyRecord.from_dict(cache.get(key)) for key in keys]
+    identity = json.dumps([keys, warmup], sort_keys=True).encode()
+    checkpoint = cache_dir() / "interleaved" / f"{hashlib.sha256(identity).hexdigest()[:16]}.json"
+    blocks: list[list[list[float]]] = [[] for _ in archs]
+    if checkpoint.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(checkpoint.read_text())
+            if isinstance(saved, list) and len(saved) == len(archs):
+                blocks = saved
+    synchronise = device.type == "cuda" and runtime != "onnxruntime"
+    saved_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="nas-latency-") as workdir:
+            runners, version = [], ""
+            for arch in archs:
+                x = torch.randn(batch, arch.in_channels, arch.resolution, arch.resolution, device=device)
+                onnx_file = arch_onnx_path(onnx_folder or workdir, arch)
+                run, version = _runner(build(arch), x, runtime, device, threads, Path(workdir), onnx_file)
+                runners.append(run)
+            with device_lock(device, exclusive=True):
+                for run in runners:  # first calls are slow (allocation, kernel selection): run each past them
+                    _time_block(run, 10, 0, synchronise, device)
+            done = min(len(b) for b in blocks)
+            progress(done * len(archs))
+            for round_index in range(done, rounds):
+                order = list(range(len(archs)))
+                random.Random(round_index).shuffle(order)
+                with device_lock(device, exclusive=True):
+                    for i in order:
+                        blocks[i].append(_time_block(runners[i], warmup, runs, synchronise, device, settle_s=0.0))
+                        progress(1)
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                partial = checkpoint.with_suffix(".tmp")
+                partial.write_text(json.dumps(blocks))
+                partial.replace(checkpoint)
+    finally:
+        torch.set_num_threads(saved_threads)
+    records = [_record([t for block in arch_blocks for t in block], arch_blocks, batch, arch.resolution, device,
+                       threads, runtime, version) for arch, arch_blocks in zip(archs, blocks)]
+    if cache is not None:
+        for key, record in zip(keys, records):
+            cache.put(key, record.to_dict())
+    checkpoint.unlink(missing_ok=True)
+    return records

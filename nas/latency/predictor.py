@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import random
+from statistics import median
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 FORMAT = "nas-latency-predictor"
 VERSION = 4
 CONVOLUTION_KINDS = ("dense", "pointwise", "depthwise")
-STEADY = 0.9  # pass agreement below which a device is too unsteady for a predictor to be checked on it
+STEADY = 0.9  # halves' agreement below which a device is too unsteady for a predictor to be checked on it
 WEIGHT_RUNGS_MB = (8, 16, 32, 64, 128)  # cache-sized steps: weights beyond each cost extra where a cache ends
 FEATURES = ["const", "ops", "views", *(f"{kind}_convs" for kind in CONVOLUTION_KINDS),
             *(f"{kind}_conv_mflops" for kind in CONVOLUTION_KINDS), "matmul_mflops", "elementwise_mb", "window_mb",
@@ -243,32 +244,11 @@ def sample_archs(space: "SearchSpace", count: int, seed: int = 0) -> list["Arch"
     return list(archs.values())[:count]
 
 
-def middle_record(records: list["LatencyRecord"]) -> "LatencyRecord":
-    """The record of middle median latency (the lower middle of an even count)."""
-    return sorted(records, key=lambda r: r.median_ms)[(len(records) - 1) // 2]
-
-
-def pass_agreement(passes: list[list["LatencyRecord"]]) -> float:
-    """The share of sub-networks whose every pass lies within ±10 % of their middle one: how steady this device's
-    timings are, and so about the most a predictor can show on it (passes[p][i]: pass p of sub-network i)."""
-    columns = [list(column) for column in zip(*passes)]
-    steady = [all(abs(r.median_ms / middle_record(column).median_ms - 1) <= 0.10 for r in column)
-              for column in columns]
+def halves_agreement(records: list["LatencyRecord"]) -> float | None:
+    """The share of sub-networks whose median latency over odd-numbered blocks lies within ±10 % of that over
+    even-numbered ones (blocks: `measure_interleaved`'s rounds): how steady this device's timings are, and so about
+    the most a predictor can show on it. None when the records hold fewer than two blocks each."""
+    if min(len(r.block_medians_ms) for r in records) < 2:
+        return None
+    steady = [abs(median(r.block_medians_ms[0::2]) / median(r.block_medians_ms[1::2]) - 1) <= 0.10 for r in records]
     return sum(steady) / len(steady)
-
-
-def measure_many(archs: list["Arch"], measure: Callable[["Arch", int], "LatencyRecord"], passes: int = 1,
-                 progress: Callable[[int], None] = lambda n: None
-                 ) -> tuple[list[dict[str, float]], list["LatencyRecord"], float | None]:
-    """The features of `archs`, a record of each and the passes' agreement (`pass_agreement`; None for one pass):
-    `measure(arch, pass_index)` in `passes` passes over all of them, each arch keeping its middle record. A shared
-    machine's speed drifts in spells of minutes: repeats back to back fall in one spell and shift a run of
-    consecutive archs together, while repeats a pass apart average it out."""
-    measured: list[list["LatencyRecord"]] = []
-    for pass_index in range(passes):
-        measured.append([])
-        for arch in archs:
-            measured[-1].append(measure(arch, pass_index))
-            progress(1)
-    records = [middle_record(list(column)) for column in zip(*measured)]
-    return [arch_features(arch) for arch in archs], records, pass_agreement(measured) if passes > 1 else None
