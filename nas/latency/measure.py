@@ -274,8 +274,8 @@ def measure_interleaved(archs: list["Arch"], device: torch.device, runtime: str 
     if checkpoint.is_file():
         with contextlib.suppress(OSError, ValueError):
             saved = json.loads(checkpoint.read_text())
-            if isinstance(saved, list) and len(saved) == len(archs):
-                blocks = saved
+            if isinstance(saved, list) and len(saved) == len(archs) and len({len(b) for b in saved}) == 1:
+                blocks = saved  # whole rounds only: it is written after each
     synchronise = device.type == "cuda" and runtime != "onnxruntime"
     saved_threads = torch.get_num_threads()
     if device.type == "cpu":
