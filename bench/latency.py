@@ -9,15 +9,13 @@
         --runtimes onnxruntime --seed 2 --exports onnx/   # other sub-networks; the exports kept for another run
 
 For each runtime: measure `--samples` distinct sub-networks of the space (fresh measurements, interleaved in
-`--rounds` rounds as `nas latency fit` does), fit
-the predictor on `--train` of them and report its accuracy on the rest (RMSE, MAPE, share within 5 % and 10 %,
-Spearman), and the average over `--splits` random splits; the run-to-run spread of 10 repeated measurements of one
-sub-network; the wall time per measurement; the same accuracy figures for a second measurement of `--remeasure`
-sub-networks taken as the prediction of the first (the ceiling that measurement noise puts on any predictor; timed
-apart from the rest, in a spell of its own, so its level may move as a whole: its Spearman is the steadier figure).
-Then
-the ONNX Runtime / torch eager latency ratio of the space's extremes and of timm baselines, measured side by side
-in this one run.
+`--rounds` rounds as `nas latency fit` does), fit the predictor on `--train` of them and report its accuracy on the
+rest (RMSE, MAPE, share within 5 % and 10 %, Spearman), and the average over `--splits` random splits; the
+run-to-run spread of 10 repeated measurements of one sub-network; the wall time per measurement; the same accuracy
+figures for a second measurement of `--remeasure` sub-networks taken as the prediction of the first (the ceiling
+that measurement noise puts on any predictor; timed apart from the rest, in a spell of its own, so its level may
+move as a whole: its Spearman is the steadier figure). Then the ONNX Runtime / torch eager latency ratio of the
+space's extremes and of timm baselines, measured side by side in this one run.
 Uses a private latency cache so earlier runs do not leak in.
 With `--resolution`, every sub-network (and baseline) is moved to that input size; sampled sub-networks that do
 not fit it (a window larger than a feature map) are left out and others sampled instead.
