@@ -25,7 +25,8 @@ def test_fit_then_search_with_the_predictor(tmp_path, tiny_supernet):
     assert report["rmse_ms"] > 0 and report["mape"] >= 0 and 0 <= report["halves_within_10pct"] <= 1
     saved = json.loads(predictor.read_text())
     assert saved["format"] == "nas-latency-predictor" and saved["version"] == VERSION
-    assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"] == FEATURES
+    assert saved["fingerprint"] == report["fingerprint"] and saved["feature_names"][:len(FEATURES)] == FEATURES
+    assert {"dense_3x3_convs", "depthwise_3x3_channels", "pointwise_1x1_conv_mflops"} <= set(saved["feature_names"])
     assert len(saved["scale"]) == len(saved["feature_names"]) == len(saved["weights"]["p90_ms"])
     assert min(saved["weights"]["median_ms"] + saved["weights"]["p90_ms"]) >= 0  # costs per unit
     assert predictor.with_suffix(".png").exists()
@@ -116,12 +117,13 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
         linear(y.flatten(2).transpose(1, 2))
         torch.nn.functional.fold(torch.nn.functional.unfold(y, 3, padding=1), (8, 8), 3, padding=1)
     totals = recorder.totals
-    assert totals["dense_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
-    assert totals["depthwise_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
-    assert totals["pointwise_conv_mflops"] == pytest.approx(2 * 8 * 8 * 2 * 8 / 1e6)
+    assert totals["dense_3x3_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 4 * 9 / 1e6)  # 2 FLOPs per multiply-add
+    assert totals["depthwise_3x3_conv_mflops"] == pytest.approx(2 * 8 * 8 * 8 * 1 * 9 / 1e6)
+    assert totals["depthwise_3x3_channels"] == 8
+    assert totals["pointwise_1x1_conv_mflops"] == pytest.approx(2 * 8 * 8 * 2 * 8 / 1e6)
     assert totals["matmul_mflops"] == pytest.approx(2 * 64 * 8 * 16 / 1e6)
     assert totals["elementwise_mb"] >= 8 * 8 * 8 * 4 / 1e6  # the relu's output at least
-    assert totals["dense_convs"] == totals["depthwise_convs"] == totals["pointwise_convs"] == 1
+    assert totals["dense_3x3_convs"] == totals["depthwise_3x3_convs"] == totals["pointwise_1x1_convs"] == 1
     assert totals["ops"] >= 5  # 3 convolutions, relu, matrix product
     assert totals["views"] >= 2  # flatten, transpose
     assert totals["transposed_mb"] == pytest.approx(8 * 64 * 4 / 1e6)  # a copy in ONNX Runtime, a view in torch
@@ -130,12 +132,12 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
 
 def test_arch_features_grow_with_the_network(tiny_space):
     small, large = arch_features(tiny_space.smallest()), arch_features(tiny_space.largest())
-    assert list(small) == list(large) == FEATURES and small["const"] == 1.0
+    assert list(small)[:len(FEATURES)] == list(large)[:len(FEATURES)] == FEATURES and small["const"] == 1.0
     assert all(value >= 0 for value in small.values())
-    for name in ("ops", "views", "pointwise_conv_mflops", "matmul_mflops", "elementwise_mb", "weights_mb"):
+    for name in ("ops", "views", "pointwise_1x1_conv_mflops", "matmul_mflops", "elementwise_mb", "weights_mb"):
         assert 0 < small[name] < large[name], name
-    assert small["dense_convs"] > 0  # the stem
-    assert small["depthwise_convs"] > 0 and small["depthwise_conv_mflops"] > 0  # GhostNet's cheap operation
+    assert small["dense_3x3_convs"] > 0  # the stem
+    assert small["depthwise_3x3_convs"] > 0 and small["depthwise_3x3_channels"] > 0  # GhostNet's cheap operation
     assert small["weights_mb_over_8"] == 0  # a tiny network's weights stay below every rung
 
 
@@ -159,9 +161,9 @@ def _records(medians: np.ndarray) -> list[LatencyRecord]:
 
 def test_fit_recovers_per_unit_costs_and_saves_its_version(tmp_path):
     rng = np.random.default_rng(0)
-    features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "dense_conv_mflops": rng.uniform(1, 100),
+    features = [{"const": 1.0, "ops": float(rng.integers(50, 500)), "dense_3x3_conv_mflops": rng.uniform(1, 100),
                  "matmul_mflops": rng.uniform(0, 50)} for _ in range(30)]
-    costs = {"const": 0.2, "ops": 0.01, "dense_conv_mflops": 0.05, "matmul_mflops": 0.0}
+    costs = {"const": 0.2, "ops": 0.01, "dense_3x3_conv_mflops": 0.05, "matmul_mflops": 0.0}
     medians = np.array([sum(costs[name] * f[name] for name in costs) for f in features])
     predictor = fit_predictor(features, _records(medians * rng.uniform(0.99, 1.01, len(medians))), holdout=0.3)
     assert predictor.metrics["within_10pct"] == 1 and predictor.metrics["spearman"] > 0.99
@@ -183,3 +185,18 @@ def test_an_older_predictor_is_refused(tmp_path):  # its features mean something
     with pytest.raises(NasError, match="refit it with `nas latency fit`") as refused:
         LatencyPredictor.load(path)
     assert "\n" not in str(refused.value)
+
+
+def test_an_arch_running_a_convolution_the_fit_never_timed_gets_no_prediction(tiny_space):
+    arch = tiny_space.smallest()
+    features = arch_features(arch)
+    device_id = fingerprint(torch.device("cpu"), "torch", 1)["id"]
+
+    def fitted_on(names: list[str]) -> LatencyPredictor:
+        return LatencyPredictor(device_id, {}, "torch", names, [1.0] * len(names),
+                                {"median_ms": [0.01] * len(names), "p90_ms": [0.02] * len(names)}, 0.05, {})
+
+    median_ms, p90_ms = fitted_on(list(features)).predict(arch, device_id)
+    assert 0 < median_ms < p90_ms
+    without_depthwise = [name for name in features if not name.startswith("depthwise_3x3")]
+    assert fitted_on(without_depthwise).predict(arch, device_id) is None  # no cost to price it by: measure it

@@ -1,17 +1,20 @@
 """A latency predictor fitted on the target device, to screen candidates without timing each one.
 
 Latency is modelled as a sum of costs of what one batch-1 forward executes, recorded aten op by aten op: a cost
-per op call (the dispatch overhead that dominates small networks in eager torch), a smaller one per view, an
-extra one per convolution call (oneDNN's per-call setup, about 0.1 ms on a CPU) and a cost per FLOP, each for
-dense (k x k), pointwise (1 x 1) and grouped (depthwise) convolutions apart (their kernels differ in efficiency
-and setup by several times), a cost per FLOP of matrix products, a cost per byte written by every other op, apart
-for sliding-window copies (unfold/fold, which ONNX Runtime runs far slower per byte than other copies), a cost
-per byte of transposed views (free in eager torch, a copy in an ONNX graph), a cost per byte of weights (memory
-traffic: at batch 1 the weights are streamed from memory on every forward) and an extra one per byte of weights
-beyond each of a ladder of sizes (weights that outgrow a cache level stream from a slower one; the fit finds
-which rungs matter on this device), and a constant. A new block family therefore needs no predictor code. The
-costs are fitted by non-negative least squares on relative errors, so each is a plausible cost per unit and
-predictions extrapolate sanely; median and p90 are fitted separately.
+per op call (the dispatch overhead that dominates small networks in eager torch), a smaller one per view, and for
+convolutions an extra cost per call (oneDNN's per-call setup, about 0.1 ms on a CPU) and a cost per FLOP for each
+kind (dense, pointwise, depthwise or grouped) and kernel size apart, plus a cost per channel of depthwise and
+grouped ones: each (kind, kernel size) runs its own kernel, and their efficiencies differ by several times (on
+this project's CPUs a 5x5 depthwise convolution costs per channel, whatever its FLOPs). Then a cost per FLOP of
+matrix products, a cost per byte written by every other op, apart for sliding-window copies (unfold/fold, which
+ONNX Runtime runs far slower per byte than other copies), a cost per byte of transposed views (free in eager
+torch, a copy in an ONNX graph), a cost per byte of weights (memory traffic: at batch 1 the weights are streamed
+from memory on every forward) and an extra one per byte of weights beyond each of a ladder of sizes (weights that
+outgrow a cache level stream from a slower one; the fit finds which rungs matter on this device), and a constant.
+A new block family therefore needs no predictor code; a convolution of a kind and kernel size that no fitted
+sub-network ran has no cost to price it by, and such an arch gets no prediction (it is measured). The costs are
+fitted by non-negative least squares on relative errors, so each is a plausible cost per unit and predictions
+extrapolate sanely; median and p90 are fitted separately.
 
 A predictor is only valid for the device fingerprint it was fitted on, and refuses any other.
 """
@@ -40,13 +43,12 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 FORMAT = "nas-latency-predictor"
-VERSION = 4
-CONVOLUTION_KINDS = ("dense", "pointwise", "depthwise")
+VERSION = 5
 STEADY = 0.9  # halves' agreement below which a device is too unsteady for a predictor to be checked on it
 WEIGHT_RUNGS_MB = (8, 16, 32, 64, 128)  # cache-sized steps: weights beyond each cost extra where a cache ends
-FEATURES = ["const", "ops", "views", *(f"{kind}_convs" for kind in CONVOLUTION_KINDS),
-            *(f"{kind}_conv_mflops" for kind in CONVOLUTION_KINDS), "matmul_mflops", "elementwise_mb", "window_mb",
-            "transposed_mb", "weights_mb", *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
+# every arch has these; convolutions add theirs per kind and kernel size (`convolution_features`)
+FEATURES = ["const", "ops", "views", "matmul_mflops", "elementwise_mb", "window_mb", "transposed_mb", "weights_mb",
+            *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
 _CONVOLUTIONS = {torch.ops.aten.convolution, torch.ops.aten._convolution}
 _WINDOWS = {torch.ops.aten.im2col, torch.ops.aten.col2im}  # F.unfold, F.fold
 _TRANSPOSES = {torch.ops.aten.transpose, torch.ops.aten.permute}
@@ -84,12 +86,14 @@ class _OpRecorder(TorchDispatchMode):
         self.totals["ops"] += 1
         if packet in _CONVOLUTIONS:
             named = dict(zip((a.name for a in func._schema.arguments), args), **kwargs)
-            if named.get("groups", 1) != 1:
-                kind = "depthwise"
+            groups, kernel = named.get("groups", 1), "x".join(map(str, named["weight"].shape[2:]))
+            if groups != 1:
+                kind = "depthwise" if groups == named["weight"].shape[0] else "grouped"
+                self.totals[f"{kind}_{kernel}_channels"] += groups
             else:
                 kind = "pointwise" if named["weight"].shape[2:].numel() == 1 else "dense"
-            self.totals[f"{kind}_convs"] += 1
-            self.totals[f"{kind}_conv_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
+            self.totals[f"{kind}_{kernel}_convs"] += 1
+            self.totals[f"{kind}_{kernel}_conv_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
         elif packet in flop_registry:  # mm, addmm, bmm, baddbmm, attention
             self.totals["matmul_mflops"] += flop_registry[packet](*args, **kwargs, out_val=out) / 1e6
         else:
@@ -98,7 +102,8 @@ class _OpRecorder(TorchDispatchMode):
 
 
 def arch_features(arch: "Arch") -> dict[str, float]:
-    """Op counts, FLOPs (in millions) and bytes (in MB) of one batch-1 forward of `arch` (see FEATURES)."""
+    """Op counts, FLOPs (in millions) and bytes (in MB) of one batch-1 forward of `arch`: FEATURES, then the
+    convolutions it runs (`{kind}_{kernel}_convs`, e.g. `depthwise_5x5_convs`, `..._conv_mflops`, `..._channels`)."""
     from supernet.network import build
 
     model = build(arch).eval()
@@ -108,7 +113,8 @@ def arch_features(arch: "Arch") -> dict[str, float]:
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
     totals = {**recorder.totals, "const": 1.0, "weights_mb": weights_mb,
               **{f"weights_mb_over_{rung}": max(0.0, weights_mb - rung) for rung in WEIGHT_RUNGS_MB}}
-    return {name: float(totals.get(name, 0.0)) for name in FEATURES}
+    convolutions = sorted(name for name in totals if name not in FEATURES)
+    return {name: float(totals.get(name, 0.0)) for name in FEATURES + convolutions}
 
 
 @dataclass
@@ -129,13 +135,16 @@ class LatencyPredictor:
     def predict_features(self, features: list[dict[str, float]], target: str = "median_ms") -> np.ndarray:
         return self._matrix(features) @ np.array(self.weights[target])
 
-    def predict(self, arch: "Arch", fingerprint_id: str) -> tuple[float, float]:
-        """Predicted (median, p90) latency in ms of `arch` on the device with `fingerprint_id`."""
+    def predict(self, arch: "Arch", fingerprint_id: str) -> tuple[float, float] | None:
+        """Predicted (median, p90) latency in ms of `arch` on the device with `fingerprint_id`; None when `arch`
+        runs a convolution of a kind and kernel size that the fit never timed, which has no cost to price it by."""
         if fingerprint_id != self.fingerprint:
             raise NasError(f"this latency predictor was fitted on device fingerprint {self.fingerprint} "
                            f"({self.identity.get('device_name')}, {self.runtime}, {self.identity.get('threads')} "
                            f"thread(s)), not {fingerprint_id}; fit one here with `nas latency fit`")
         features = [arch_features(arch)]
+        if not set(features[0]) <= set(self.feature_names):
+            return None
         return float(self.predict_features(features)[0]), float(self.predict_features(features, "p90_ms")[0])
 
     def save(self, path: Path) -> None:

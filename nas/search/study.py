@@ -168,8 +168,9 @@ class Evaluator:
         with device_lock(self.device, exclusive=False):
             accuracy = inherited_accuracy(net, arch, self.data)
         source = "measured"
-        if self.predictor is not None:
-            median_ms, p90_ms = self.predictor.predict(arch, self.device_id)
+        prediction = self.predictor.predict(arch, self.device_id) if self.predictor is not None else None
+        if prediction is not None:
+            median_ms, p90_ms = prediction
             # the prediction's error is relative to the prediction: trust it only when even that error
             # cannot carry it across the budget
             clear = p90_ms * (1 + self.margin) < budget or p90_ms * (1 - self.margin) > budget
