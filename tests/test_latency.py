@@ -105,6 +105,25 @@ def test_interleaved_measurement_times_every_arch_once_a_round_resumes_when_kill
     assert single.runs == 10  # kept apart from the interleaved record
 
 
+def test_a_slow_spell_of_a_few_seconds_is_divided_out_of_an_interleaved_measurement():
+    from nas.latency.measure import _round_order, _steadied
+
+    latencies = [1.0 + i for i in range(30)]  # ms, arch i
+    orders = [_round_order(r, len(latencies)) for r in range(6)]
+    blocks = [[[] for _ in orders] for _ in latencies]
+    for round_index, order in enumerate(orders):
+        for position, i in enumerate(order):
+            pace = 1.6 if round_index in (1, 2) and 10 <= position < 22 else 1.0  # a spell slows 12 blocks
+            blocks[i][round_index] = [latencies[i] * pace * (1 + 0.01 * run) for run in range(5)]
+    steadied = _steadied(blocks, orders)
+    for round_index in (1, 2):
+        inside, near_edge = orders[round_index][16], orders[round_index][12]  # mid-spell; the spell's third block
+        assert steadied[inside][round_index] == pytest.approx(blocks[inside][0])
+        assert steadied[near_edge][round_index] == pytest.approx(blocks[near_edge][0])  # most neighbours were slow
+    assert steadied[orders[0][3]][0] == pytest.approx(blocks[orders[0][3]][0])  # a steady round is left alone
+    assert _steadied([blocks[0]], [[0]] * 6) == [blocks[0]]  # a single arch: no neighbours to learn the pace from
+
+
 def test_onnxruntime_exports_a_missing_file_once_and_times_it_again(tiny_space, tmp_path):
     from nas.latency import measure_arch
 
