@@ -200,3 +200,15 @@ def test_an_arch_running_a_convolution_the_fit_never_timed_gets_no_prediction(ti
     assert 0 < median_ms < p90_ms
     without_depthwise = [name for name in features if not name.startswith("depthwise_3x3")]
     assert fitted_on(without_depthwise).predict(arch, device_id) is None  # no cost to price it by: measure it
+
+
+def test_a_weight_rung_too_few_fitted_sub_networks_pass_costs_nothing():
+    rng = np.random.default_rng(1)
+    weights_mb = np.concatenate([rng.uniform(1, 120, 40), [129.0, 130.0, 131.0]])  # 3 just past the 128 MB rung
+    features = [{"const": 1.0, "weights_mb": w, "weights_mb_over_128": max(0.0, w - 128)} for w in weights_mb]
+    medians = 1.0 + 0.05 * weights_mb + 2.0 * np.maximum(0.0, weights_mb - 128)  # a steep step nobody could learn
+    predictor = fit_predictor(features, _records(medians), holdout=0.2)
+    per_unit = dict(zip(predictor.feature_names, np.array(predictor.weights["median_ms"]) / np.array(predictor.scale)))
+    assert per_unit["weights_mb_over_128"] == 0 and per_unit["weights_mb"] > 0
+    huge = {"const": 1.0, "weights_mb": 212.0, "weights_mb_over_128": 84.0}  # the space's largest, say
+    assert predictor.predict_features([huge])[0] < 1.0 + 0.06 * 212  # the linear trend, not a 2 ms/MB slope

@@ -10,7 +10,8 @@ matrix products, a cost per byte written by every other op, apart for sliding-wi
 ONNX Runtime runs far slower per byte than other copies), a cost per byte of transposed views (free in eager
 torch, a copy in an ONNX graph), a cost per byte of weights (memory traffic: at batch 1 the weights are streamed
 from memory on every forward) and an extra one per byte of weights beyond each of a ladder of sizes (weights that
-outgrow a cache level stream from a slower one; the fit finds which rungs matter on this device), and a constant.
+outgrow a cache level stream from a slower one; the fit finds which rungs matter on this device, and leaves
+out those too few fitted sub-networks pass), and a constant.
 A new block family therefore needs no predictor code; a convolution of a kind and kernel size that no fitted
 sub-network ran has no cost to price it by, and such an arch gets no prediction (it is measured). The costs are
 fitted by non-negative least squares on relative errors, so each is a plausible cost per unit and predictions
@@ -46,6 +47,9 @@ FORMAT = "nas-latency-predictor"
 VERSION = 5
 STEADY = 0.9  # halves' agreement below which a device is too unsteady for a predictor to be checked on it
 WEIGHT_RUNGS_MB = (8, 16, 32, 64, 128)  # cache-sized steps: weights beyond each cost extra where a cache ends
+# a rung passed by fewer fitted sub-networks costs nothing: a slope learnt from a sliver beyond it would extrapolate
+# wildly (fitted without the space's largest sub-network, 3 passing 128 MB by under 2 MB predicted it 58 % high)
+MIN_RUNG_SUPPORT = 10
 # every arch has these; convolutions add theirs per kind and kernel size (`convolution_features`)
 FEATURES = ["const", "ops", "views", "matmul_mflops", "elementwise_mb", "window_mb", "transposed_mb", "weights_mb",
             *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
@@ -193,9 +197,14 @@ def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def _relative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative weights minimising the squared relative errors: every row and target divided by the target."""
-    return nnls(x / y[:, None], np.ones(len(y)))
+def _relative_fit(x: np.ndarray, y: np.ndarray, names: list[str]) -> np.ndarray:
+    """Non-negative weights minimising the squared relative errors (every row and target divided by the target);
+    0 for a weight rung that fewer than MIN_RUNG_SUPPORT rows pass."""
+    fitted = np.array([not name.startswith("weights_mb_over_") or np.count_nonzero(x[:, j]) >= MIN_RUNG_SUPPORT
+                       for j, name in enumerate(names)])
+    weights = np.zeros(len(names))
+    weights[fitted] = nnls(x[:, fitted] / y[:, None], np.ones(len(y)))
+    return weights
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -229,10 +238,10 @@ def fit_predictor(features: list[dict[str, float]], records: list["LatencyRecord
     random.Random(seed).shuffle(order)
     held = np.array(order[: max(1, round(len(order) * holdout))])
     train = np.array(order[len(held):])
-    held_out_predictions = x[held] @ _relative_fit(x[train], targets["median_ms"][train])
+    held_out_predictions = x[held] @ _relative_fit(x[train], targets["median_ms"][train], names)
     metrics = accuracy_report(held_out_predictions, targets["median_ms"][held])
     relative = (held_out_predictions - targets["median_ms"][held]) / targets["median_ms"][held]
-    weights = {name: _relative_fit(x, y).tolist() for name, y in targets.items()}
+    weights = {target: _relative_fit(x, y, names).tolist() for target, y in targets.items()}
     first = records[0]
     from nas.latency.cache import fingerprint as _fingerprint  # identity of the device, for the refusal message
 
