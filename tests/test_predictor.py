@@ -125,9 +125,24 @@ def test_op_recorder_separates_convolutions_matrix_products_views_and_memory():
     assert totals["elementwise_mb"] >= 8 * 8 * 8 * 4 / 1e6  # the relu's output at least
     assert totals["dense_3x3_convs"] == totals["depthwise_3x3_convs"] == totals["pointwise_1x1_convs"] == 1
     assert totals["ops"] >= 5  # 3 convolutions, relu, matrix product
+    assert totals["activation_calls"] == 1 and totals["norm_calls"] == totals["softmax_calls"] == 0  # the relu
     assert totals["views"] >= 2  # flatten, transpose
     assert totals["transposed_mb"] == pytest.approx(8 * 64 * 4 / 1e6)  # a copy in ONNX Runtime, a view in torch
     assert totals["window_mb"] == pytest.approx((8 * 9 * 64 + 8 * 64) * 4 / 1e6)  # unfold's columns, fold's map
+
+
+def test_op_recorder_counts_each_call_by_its_kind_as_well():
+    from nas.latency.predictor import CALL_KINDS, _OpRecorder
+
+    norm, tokens = nn.LayerNorm(8), torch.zeros(1, 4, 8)
+    recorder = _OpRecorder()
+    with torch.inference_mode(), recorder:
+        attention = torch.softmax(norm(tokens) @ tokens.transpose(1, 2), dim=-1)
+        torch.cat([attention, attention], dim=1).mean(dim=1) * 2 + 1
+    totals = recorder.totals
+    assert {kind: totals[f"{kind}_calls"] for kind in CALL_KINDS} == {
+        "norm": 1, "activation": 0, "softmax": 1, "copy": 1, "reduction": 1, "arithmetic": 2}
+    assert totals["ops"] == sum(totals[f"{kind}_calls"] for kind in CALL_KINDS) + 1  # and the matrix product
 
 
 def test_arch_features_grow_with_the_network(tiny_space):
@@ -139,6 +154,7 @@ def test_arch_features_grow_with_the_network(tiny_space):
     assert small["dense_3x3_convs"] > 0  # the stem
     assert small["depthwise_3x3_convs"] > 0 and small["depthwise_3x3_channels"] > 0  # GhostNet's cheap operation
     assert small["weights_mb_over_8"] == 0  # a tiny network's weights stay below every rung
+    assert small["norm_calls"] > 0 and small["activation_calls"] > 0
 
 
 def test_weights_beyond_each_rung():
