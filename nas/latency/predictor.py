@@ -50,9 +50,9 @@ WEIGHT_RUNGS_MB = (8, 16, 32, 64, 128)  # cache-sized steps: weights beyond each
 # a rung passed by fewer fitted sub-networks costs nothing: a slope learnt from a sliver beyond it would extrapolate
 # wildly (fitted without the space's largest sub-network, 3 passing 128 MB by under 2 MB predicted it 58 % high)
 MIN_RUNG_SUPPORT = 10
-# every arch has these; convolutions add theirs per kind and kernel size (`convolution_features`)
 # calls beyond `ops`' flat cost per call: a runtime fuses some kinds into their neighbours (activations, norms)
-# and runs others as kernels of their own, so one call costs differently by kind
+# and runs others as kernels of their own, so one call costs differently by kind. Aten op names, as some exist in
+# only some torch versions
 CALL_KINDS = {
     "norm": {"_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
              "native_layer_norm", "native_group_norm"},
@@ -65,8 +65,9 @@ CALL_KINDS = {
     "arithmetic": {"add", "sub", "mul", "div"},
 }
 _CALL_KIND = {op: kind for kind, ops in CALL_KINDS.items() for op in ops}
-FEATURES = ["const", "ops", *(f"{kind}_calls" for kind in CALL_KINDS), "views", "matmul_mflops", "elementwise_mb", "window_mb", "transposed_mb", "weights_mb",
-            *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
+# every arch has these; convolutions add theirs per kind and kernel size (`arch_features`)
+FEATURES = ["const", "ops", *(f"{kind}_calls" for kind in CALL_KINDS), "views", "matmul_mflops", "elementwise_mb",
+            "window_mb", "transposed_mb", "weights_mb", *(f"weights_mb_over_{rung}" for rung in WEIGHT_RUNGS_MB)]
 _CONVOLUTIONS = {torch.ops.aten.convolution, torch.ops.aten._convolution}
 _WINDOWS = {torch.ops.aten.im2col, torch.ops.aten.col2im}  # F.unfold, F.fold
 _TRANSPOSES = {torch.ops.aten.transpose, torch.ops.aten.permute}
@@ -102,8 +103,8 @@ class _OpRecorder(TorchDispatchMode):
                 self.totals["transposed_mb"] += out.numel() * out.element_size() / 1e6
             return
         self.totals["ops"] += 1
-        if packet.__name__ in _CALL_KIND:
-            self.totals[f"{_CALL_KIND[packet.__name__]}_calls"] += 1
+        if (call_kind := _CALL_KIND.get(packet.__name__)) is not None:
+            self.totals[f"{call_kind}_calls"] += 1
         if packet in _CONVOLUTIONS:
             named = dict(zip((a.name for a in func._schema.arguments), args), **kwargs)
             groups, kernel = named.get("groups", 1), "x".join(map(str, named["weight"].shape[2:]))
@@ -123,7 +124,8 @@ class _OpRecorder(TorchDispatchMode):
 
 def arch_features(arch: "Arch") -> dict[str, float]:
     """Op counts (all, and by CALL_KINDS), FLOPs (in millions) and bytes (in MB) of one batch-1 forward of `arch`:
-    FEATURES, then the convolutions it runs (`{kind}_{kernel}_convs`, e.g. `depthwise_5x5_convs`, `..._conv_mflops`, `..._channels`)."""
+    FEATURES, then the convolutions it runs (`{kind}_{kernel}_convs`, e.g. `depthwise_5x5_convs`, `..._conv_mflops`,
+    `..._channels`)."""
     from supernet.network import build
 
     model = build(arch).eval()
