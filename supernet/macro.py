@@ -1,4 +1,4 @@
-"""Stems and heads: the network's ends, chosen per arch by `stem.type` and `head.type`.
+"""Stems and heads: the network's ends, chosen per arch by `stem.type` and `head.type` (the names they register).
 
 Each takes its knobs as a mapping and builds itself through `Ops`, like the block families, so the supernet
 can make it elastic. Heads take the final map and LightViT-style global tokens (None when the arch has none).
@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_int, one_of
+from supernet.knobs import Knob, is_int, one_of
 from supernet.ops import Ops, set_out
+from supernet.registry import register_head, register_stem
 
 ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu, "hswish": F.hardswish}
 
@@ -34,6 +35,7 @@ CONV_HEAD_KNOBS = {
 }
 
 
+@register_stem("conv", CONV_STEM_KNOBS, "conv 3x3 (strided) + BN + activation")
 class ConvStem(nn.Module):
     """conv 3x3 (strided) -> BN -> activation (GhostNet, MobileViT)."""
 
@@ -50,6 +52,7 @@ class ConvStem(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+@register_stem("patch", PATCH_STEM_KNOBS, "one strided conv + LayerNorm or BN (LVT's 7x7/4, SAEViT's 4x4/4)")
 class PatchStem(nn.Module):
     """One strided conv (with bias) then a norm: LVT's overlapping 7x7/4 + LN, SAEViT's 4x4/4 patches + BN."""
 
@@ -77,6 +80,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
+@register_head("conv", CONV_HEAD_KNOBS, "1x1 conv + BN + act, global average pool, [linear + act], classifier")
 class ConvHead(nn.Module):
     """1x1 conv -> BN -> act, global average pool, [linear -> act], classifier (GhostNet, MobileViT)."""
 
@@ -101,6 +105,7 @@ class ConvHead(nn.Module):
         return self.classifier(x)
 
 
+@register_head("gap", {}, "LayerNorm on tokens, global average pool, classifier", has_width=False)
 class GapHead(nn.Module):
     """LayerNorm on every token, global average pool, classifier (LVT's plain backbone head)."""
 

@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_int, is_number, one_of
 from supernet.blocks.ghost import GhostModule
 from supernet.blocks.transformer import FFN_KINDS, TransformerBlock, map_to_tokens, tokens_to_map, with_global_rows
+from supernet.knobs import Knob, is_int, is_number, one_of
 from supernet.ops import Ops, make_divisible, set_out
+from supernet.registry import register_family
 
 KNOBS = {
     "heads": Knob(lambda v: is_int(v) and v >= 1, "a number of attention heads >= 1 (must divide the dim)"),
@@ -178,6 +179,7 @@ class FusionBlock(nn.Module):
         return self.fuse(torch.cat([x, g], dim=1))
 
 
+@register_family("fwa", KNOBS, "LOLViT global-local block with Fast Window Attention", check_stage)
 class FWAStage(nn.Module):
     """A depthwise-separable transition when the stride or width changes, then one fusion block."""
 

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import nn
 
-from supernet.blocks import Knob, block_knobs, is_int, is_number
+from supernet.knobs import Knob, block_knobs, is_int, is_number
 from supernet.ops import Ops, ceil_div, make_divisible, set_out
+from supernet.registry import register_drop_path_block, register_family
 
 KNOBS = {
     "expansion": Knob(lambda v: is_number(v) and v >= 1, "a number >= 1 (hidden width / input width)", True,
@@ -83,6 +84,7 @@ class SqueezeExcite(nn.Module):
         return x * F.hardsigmoid(gate)
 
 
+@register_drop_path_block
 class GhostBottleneck(nn.Module):
     def __init__(self, c_in: int, c_out: int, knobs: Mapping[str, Any], stride: int, projection: bool,
                  ops: Ops) -> None:
@@ -128,6 +130,7 @@ class GhostBottleneck(nn.Module):
         return drop_path(self.ghost2(y), self.drop_path, self.training) + shortcut
 
 
+@register_family("ghost", KNOBS, "GhostNet bottlenecks (LOLViT's CNN part)")
 class GhostStage(nn.Module):
     """`depth` Ghost bottlenecks; the first takes the stage's stride and width change."""
 

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_bool, is_int, is_number
 from supernet.blocks.transformer import (TransformerStage, attend, check_heads, init_linears, map_to_tokens,
                                          merge_heads, tokens_to_map, transformer_knobs)
+from supernet.knobs import Knob, is_bool, is_int, is_number
 from supernet.ops import Ops, set_out
+from supernet.registry import register_family, register_ffn, register_head, register_stem, register_transition
 
 KNOBS = {
     **transformer_knobs("biattn", "merge"),
@@ -192,6 +193,7 @@ class BiAttn(nn.Module):
         return x if gate is None else x * gate
 
 
+@register_ffn("biattn")
 class BiAttnMlp(nn.Module):
     """LightViT's FFN: fc1 -> GELU -> fc2, then the BiAttn gate (the block adds the residual)."""
 
@@ -211,6 +213,7 @@ class BiAttnMlp(nn.Module):
         return self.gate(self.fc2(F.gelu(self.fc1(x))))
 
 
+@register_transition("merge")
 class ResidualMergePatch(nn.Module):
     """Stride 2: LN(4C) -> Linear over each 2x2 patch, plus max-pool(2) -> Linear. Stride 1: LN -> Linear."""
 
@@ -257,11 +260,17 @@ class GlobalTokenProjection(nn.Module):
         return self.proj(self.norm(tokens))
 
 
+@register_family("lightvit", KNOBS, "LightViT local window + global-token attention", check_stage, uses_tokens=True)
 class LightViTStage(TransformerStage):
     MIXER = LightViTAttention
     NORM_EPS = BLOCK_NORM_EPS
 
 
+def check_stem(stride: int, knobs: Mapping[str, Any]) -> str | None:
+    return None if stride == 8 else f"stride: the lightvit stem has stride 8, got {stride}"
+
+
+@register_stem("lightvit", {}, "LightViT's stride-8 convolutional stem", check=check_stem)
 class LightViTStem(nn.Module):
     """conv3x3/2 (C/2) -> DW3x3 -> DW3x3 -> DW3x3/2 -> conv3x3/2 (C, bias), BN + GELU after each but the last,
     then a LayerNorm over channels. Stride 8 only."""
@@ -289,6 +298,7 @@ class LightViTStem(nn.Module):
         return tokens_to_map(self.norm(map_to_tokens(x)), (x.shape[2], x.shape[3]))
 
 
+@register_head("lightvit", {}, "LightViT: LayerNorm, per-token neck, mean over all tokens, classifier")
 class LightViTHead(nn.Module):
     """LN -> per-token neck Linear(C -> width) -> LN -> GELU -> mean over all tokens -> classifier."""
 

@@ -43,11 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_int, is_number
 from supernet.blocks.transformer import (Mlp, TransformerStage, attend, check_heads, ffn_hidden, init_linears,
                                          map_to_tokens, merge_heads, tokens_to_map, transformer_knobs,
                                          with_global_rows)
+from supernet.knobs import Knob, is_int, is_number
 from supernet.ops import Ops, centre_kernel, set_out
+from supernet.registry import register_family, register_ffn, register_head, register_transition
 
 NORM_EPS = 1e-5  # every LayerNorm of LVT is torch's default
 
@@ -107,6 +108,12 @@ def check_rasa_stage(width: int, knobs: Mapping[str, Any], map_size: int) -> str
     if map_size % sr:
         return (f"knob sr: {sr} does not divide the {map_size}x{map_size} map of this stage (the key/value "
                 f"reduction would drop the last {map_size % sr} rows and columns)")
+    return None
+
+
+def check_class_head(width: int, knobs: Mapping[str, Any]) -> str | None:
+    if width % knobs["heads"]:
+        return f"knob heads: the final width {width} is not divisible by {knobs['heads']}"
     return None
 
 
@@ -226,6 +233,7 @@ class RASA(nn.Module):
         return with_global_rows(out, n_global)
 
 
+@register_ffn("dwconv")
 class DWConvMlp(nn.Module):
     """fc1 -> depthwise 3x3 -> GELU -> fc2 (LVT's stages 2-4 MLP); global rows skip the depthwise conv."""
 
@@ -247,6 +255,7 @@ class DWConvMlp(nn.Module):
         return self.fc2(F.gelu(x))
 
 
+@register_transition("conv")
 class ConvEmbed(nn.Module):
     """Transition: overlapping conv (3x3 for stride 1 or 2, padding k // 2, bias) + LayerNorm."""
 
@@ -277,10 +286,12 @@ class LVTStage(TransformerStage):
                 init_linears(block.ffn)
 
 
+@register_family("csa", CSA_KNOBS, "LVT convolutional self-attention", check_csa_stage, uses_tokens=True)
 class CSAStage(LVTStage):
     MIXER = CSA
 
 
+@register_family("rasa", RASA_KNOBS, "LVT recursive atrous self-attention", check_rasa_stage, uses_tokens=True)
 class RASAStage(LVTStage):
     MIXER = RASA
 
@@ -323,6 +334,9 @@ class ClassBlock(nn.Module):
         return torch.cat([cls, x[:, 1:]], dim=1)
 
 
+@register_head("class_attention", CLASS_HEAD_KNOBS,
+               "LVT: class token + class-attention blocks, head(cls) + aux token head", has_width=False,
+               check=check_class_head)
 class ClassAttentionHead(nn.Module):
     """LVT's classifier (`lvt_cls`): class token + class-attention blocks, LN, head(cls) + aux max-token logits.
 

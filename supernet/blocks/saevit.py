@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.blocks import Knob, is_bool, is_int, one_of
 from supernet.blocks.transformer import (TransformerStage, attend, check_heads, ffn_hidden, map_to_tokens,
                                          merge_heads, split_qkv, tokens_to_map, transformer_knobs, with_global_rows)
+from supernet.knobs import Knob, is_bool, is_int, one_of
 from supernet.ops import Ops, centre_kernel, set_out
+from supernet.registry import register_family, register_ffn, register_transition
 
 CIFFN_KERNELS = (1, 3, 5, 7)  # the kernels a CIFFN group may use; 1 is the identity
 RECOVERY_NORM_EPS = 1e-5  # EdgeViT's LayerNorm after the transposed conv keeps torch's default eps
@@ -185,6 +186,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[..., order]
 
 
+@register_ffn("ciffn")
 class CIFFN(nn.Module):
     """Channel-interactive FFN: fc1 -> decompose -> channel shuffle -> GELU -> fc2 (on tokens).
 
@@ -244,6 +246,7 @@ class CIFFN(nn.Module):
         return self.fc2(F.gelu(x))
 
 
+@register_transition("patch")
 class PatchEmbed(nn.Module):
     """Transition: conv with kernel = stride = s (non-overlapping patches) + BN; stride 1: 1x1 conv + BN.
 
@@ -284,6 +287,7 @@ class DWSConv(nn.Module):
         return x + self.bn2(self.pw(F.gelu(self.bn1(self.dw(x)))))
 
 
+@register_family("saa", KNOBS, "SAEViT sparsely aggregated attention", check_stage, uses_tokens=True)
 class SAAStage(TransformerStage):
     """Transition, `conv_blocks` DWSConv blocks, then `depth` pre-norm blocks: CPE, SAA, CIFFN."""
 

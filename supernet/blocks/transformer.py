@@ -9,7 +9,9 @@ A stage is a transition (stride or width change) on the NCHW map, then `depth` b
 Tokens are [B, n_global + H*W, C]: LightViT's global tokens first, then the image tokens in row-major order.
 A family is a `TransformerStage` subclass that names its token mixer, its default FFN and transition, and its
 LayerNorm eps. Mixers and FFNs take `(width, knobs, ops)` (FFNs also their hidden width) and
-`forward(x, hw, n_global)`; a mixer that has no use for global tokens returns zeros for them.
+`forward(x, hw, n_global)`; a mixer that has no use for global tokens returns zeros for them. FFNs and
+transitions are looked up in `supernet.registry` by the `ffn` and `downsample` knobs: each registers itself in the
+family file that defines it, so this frame imports no family.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import nn
 
-from supernet.blocks import Knob, is_bool, is_int, is_number, one_of
+from supernet.knobs import Knob, is_bool, is_int, is_number, one_of
 from supernet.ops import Ops, set_out
+from supernet.registry import FFNS, TRANSITIONS, register_drop_path_block, register_ffn
 
+# The values the ffn and downsample knobs accept, in the order their messages list them (the classes register
+# later, as their family files are imported, so the knob checks cannot read the registries).
 FFN_KINDS = ("mlp", "dwconv", "biattn", "ciffn")
-TRANSITIONS = ("conv", "patch", "merge")
+TRANSITION_KINDS = ("conv", "patch", "merge")
 
 
 def transformer_knobs(ffn: str, downsample: str, cpe: bool = False) -> dict[str, Knob]:
@@ -34,7 +39,7 @@ def transformer_knobs(ffn: str, downsample: str, cpe: bool = False) -> dict[str,
         "heads": Knob(lambda v: is_int(v) and v >= 1, "a number of attention heads >= 1 (must divide the width)"),
         "mlp_ratio": Knob(lambda v: is_number(v) and v > 0, "a number > 0 (FFN hidden width / width)", True),
         "ffn": Knob(one_of(*FFN_KINDS), " or ".join(FFN_KINDS), default=ffn, separate_weights=True),
-        "downsample": Knob(one_of(*TRANSITIONS), " or ".join(TRANSITIONS) + " (the stage's transition)",
+        "downsample": Knob(one_of(*TRANSITION_KINDS), " or ".join(TRANSITION_KINDS) + " (the stage's transition)",
                            default=downsample, separate_weights=True),
         "cpe": Knob(is_bool, "true or false (depthwise 3x3 position conv before each block)", default=cpe,
                     weights_order=(False, True)),
@@ -96,18 +101,7 @@ def init_linears(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def ffn_class(kind: str) -> type[nn.Module]:
-    from supernet.blocks import lightvit, lvt, saevit
-
-    return {"mlp": Mlp, "dwconv": lvt.DWConvMlp, "biattn": lightvit.BiAttnMlp, "ciffn": saevit.CIFFN}[kind]
-
-
-def transition_class(kind: str) -> type[nn.Module]:
-    from supernet.blocks import lightvit, lvt, saevit
-
-    return {"conv": lvt.ConvEmbed, "patch": saevit.PatchEmbed, "merge": lightvit.ResidualMergePatch}[kind]
-
-
+@register_ffn("mlp")
 class Mlp(nn.Module):
     """Linear -> GELU -> Linear (ViT's MLP; LVT's first stage)."""
 
@@ -142,6 +136,7 @@ class MHSA(nn.Module):
         return self.proj(merge_heads(attend(*split_qkv(self.qkv(x), self.heads))))
 
 
+@register_drop_path_block
 class TransformerBlock(nn.Module):
     def __init__(self, width: int, knobs: Mapping[str, Any], ops: Ops, mixer: type[nn.Module],
                  eps: float) -> None:
@@ -152,7 +147,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = ops.ln(width, eps)
         self.mixer = mixer(width, knobs, ops)
         self.norm2 = ops.ln(width, eps)
-        self.ffn = ffn_class(knobs["ffn"])(width, ffn_hidden(width, knobs["mlp_ratio"]), knobs, ops)
+        self.ffn = FFNS[knobs["ffn"]](width, ffn_hidden(width, knobs["mlp_ratio"]), knobs, ops)
 
     def set_active(self, width: int, knobs: Mapping[str, Any]) -> None:
         self.use_cpe = knobs["cpe"]
@@ -181,7 +176,7 @@ class TransformerStage(nn.Module):
         self.depth = depth
         self.down = None
         if stride > 1 or c_in != width or elastic:  # the supernet's active widths may differ even if the largest don't
-            self.down = transition_class(knobs["downsample"])(c_in, width, stride, ops)
+            self.down = TRANSITIONS[knobs["downsample"]](c_in, width, stride, ops)
         self.stride, self.use_down = stride, self.down is not None
         self.blocks = nn.ModuleList(TransformerBlock(width, knobs, ops, self.MIXER, self.NORM_EPS)
                                     for _ in range(depth))
@@ -210,13 +205,3 @@ class TransformerStage(nn.Module):
             seq = block(seq, hw, n_global)
         return tokens_to_map(seq[:, n_global:], hw), (seq[:, :n_global] if n_global else None)
 
-
-class MHSAStage(TransformerStage):
-    MIXER = MHSA
-
-
-MHSA_KNOBS = transformer_knobs("mlp", "conv")
-
-
-def check_mhsa_stage(width: int, knobs: Mapping[str, Any], map_size: int) -> str | None:
-    return check_heads(width, knobs)
