@@ -6,9 +6,12 @@ A network is a stem, one stage per arch stage and a head, each chosen from the r
 the width changes between stages, seen by the token-using families and by the head.
 
 `HybridSupernet(space)` holds, per stage slot, one elastic stage module per block family (and stride, and
-value of a structure-changing knob), each at the largest size the space allows. `set_active(arch)`
-configures the active path; `extract(arch)` returns a `HybridNet`: the same modules built at the arch's sizes
-(plain torch layers, no slicing) with weights copied from the supernet.
+value of a structure-changing knob), each at the largest size the space allows; it reads the space's structure
+once, when built, and keeps none of it but the knob choices per slot. Where a member sits (its stem and head
+choices, the slot of each stage) is the space's business: `set_active_at(arch, placement)` configures the active
+path for a placement the space computed (`nas.space.SearchSpace.placement`); `extract_at(arch, placement)`
+returns a `HybridNet`: the same modules built at the arch's sizes (plain torch layers, no slicing) with weights
+copied from the supernet.
 `build(arch)` makes a freshly initialised `HybridNet` for training from scratch (or a timm model for a
 `timm:` baseline).
 """
@@ -20,15 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from supernet.blocks import FAMILIES, HEADS, STEMS
-from supernet.blocks.ghost import GhostBottleneck
+from supernet.blocks import DROP_PATH_BLOCKS, FAMILIES, HEADS, STEMS
 from supernet.blocks.lightvit import GlobalTokenProjection
-from supernet.blocks.transformer import TransformerBlock
 from supernet.ops import Ops, copy_sliced_state
 
 if TYPE_CHECKING:
     from nas.arch import Arch, StageArch
-    from nas.space import SearchSpace
+    from nas.space import Placement, SearchSpace
 
 
 class HybridNet(nn.Module):
@@ -84,8 +85,10 @@ def build(arch: "Arch", drop_path_rate: float = 0.0) -> nn.Module:
 
 
 def set_drop_path(model: nn.Module, rate: float) -> nn.Module:
-    """Give the residual blocks of `model` drop-path rates rising linearly with depth to `rate` (timm's rule)."""
-    blocks = [m for m in model.modules() if isinstance(m, (TransformerBlock, GhostBottleneck))]
+    """Give the residual blocks of `model` drop-path rates rising linearly with depth to `rate` (timm's rule).
+
+    The residual blocks are those of the classes registered with `register_drop_path_block`, in module order."""
+    blocks = [m for m in model.modules() if isinstance(m, tuple(DROP_PATH_BLOCKS))]
     for index, block in enumerate(blocks):
         block.drop_path = rate * index / max(1, len(blocks) - 1)
     return model
@@ -98,7 +101,7 @@ def _variant_key(family: str, stride: int, separate: dict[str, Any]) -> str:
 
 
 class HybridSupernet(nn.Module):
-    """Every member of a search space in one network; choose the active member with `set_active`.
+    """Every member of a search space in one network; choose the active member with `set_active_at`.
 
     Per stem and head choice one elastic module. Per stage slot, one elastic stage per (family, stride the slot
     can run at, value of each separate-weight knob): widths, depth, heads, MLP ratios and kernels slice its
@@ -108,7 +111,8 @@ class HybridSupernet(nn.Module):
 
     def __init__(self, space: "SearchSpace") -> None:
         super().__init__()
-        self.space = space
+        # per slot, each family's knob choices: which knobs get separate weights (`_variant`)
+        self.slot_families = [slot.families for slot in space.stages]
         ops = Ops(True)
         self.stems = nn.ModuleDict({stem.key: STEMS[stem.type].module(space.in_channels, max(stem.width),
                                                                       stem.stride, dict(stem.knob_items), ops)
@@ -137,20 +141,19 @@ class HybridSupernet(nn.Module):
                                     for head in space.heads})
         self.active: "Arch" | None = None
         self._path: list[tuple[int, str, bool]] = []  # (slot, variant, projects tokens) per active stage
+        self._ends: tuple[str, str] = ("", "")  # the active stem and head keys
 
     def _variant(self, slot: int, stage: "StageArch") -> str:
-        choices = self.space.stages[slot].families[stage.family]
+        choices = self.slot_families[slot][stage.family]
         separate = {k: v for k, v in stage.knob_items
                     if FAMILIES[stage.family].knobs[k].separate_weights and len(choices[k]) > 1}
         return _variant_key(stage.family, stage.stride, separate)
 
-    def set_active(self, arch: "Arch") -> None:
-        plan = self.space.slot_plan(arch)
-        if plan is None:
-            raise ValueError(f"arch {arch.arch_id} is not a member of space {self.space.name}")
-        self.stems[self.space.stem_of(arch).key].set_active(arch.stem_width)
+    def set_active_at(self, arch: "Arch", placement: "Placement") -> None:
+        """Make `arch` the active member; `placement` says which stem, slots and head it uses."""
+        self.stems[placement.stem].set_active(arch.stem_width)
         c_in, self._path = arch.stem_width, []
-        for j, stage in zip(plan, arch.stages):
+        for j, stage in zip(placement.slots, arch.stages):
             variant = self._variant(j, stage)
             self.stages[j][variant].set_active(c_in, stage.width, stage.depth, stage.knobs)
             projects = bool(arch.global_tokens) and c_in != stage.width
@@ -158,14 +161,15 @@ class HybridSupernet(nn.Module):
                 self.token_projections[j].set_active(stage.width)
             self._path.append((j, variant, projects))
             c_in = stage.width
-        self.heads[self.space.head_of(arch).key].set_active(arch.head_width, arch.head_knobs)
-        self.active = arch
+        self.heads[placement.head].set_active(arch.head_width, arch.head_knobs)
+        self.active, self._ends = arch, (placement.stem, placement.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active
         if arch is None:
-            raise RuntimeError("call set_active(arch) before running the supernet")
-        x = self.stems[self.space.stem_of(arch).key](x)
+            raise RuntimeError("call set_active_at(arch, placement) before running the supernet")
+        stem, head = self._ends
+        x = self.stems[stem](x)
         tokens = None
         if arch.global_tokens:
             tokens = self.global_tokens[:, :arch.global_tokens, :arch.stem_width].expand(x.shape[0], -1, -1)
@@ -176,13 +180,14 @@ class HybridSupernet(nn.Module):
                 x, tokens = self.stages[j][variant](x, tokens)
             else:
                 x = self.stages[j][variant](x)
-        return self.heads[self.space.head_of(arch).key](x, tokens)
+        return self.heads[head](x, tokens)
 
-    def extract(self, arch: "Arch") -> HybridNet:
-        """A standalone network for `arch` on the supernet's device, carrying its weights (and BN statistics)."""
-        self.set_active(arch)
+    def extract_at(self, arch: "Arch", placement: "Placement") -> HybridNet:
+        """A standalone network for `arch` (at `placement`) on the supernet's device, carrying its weights (and BN
+        statistics)."""
+        self.set_active_at(arch, placement)
         net = build(arch).to(next(self.parameters()).device)
-        copy_sliced_state(net.stem, self.stems[self.space.stem_of(arch).key])
+        copy_sliced_state(net.stem, self.stems[placement.stem])
         if net.global_tokens is not None:
             with torch.no_grad():
                 net.global_tokens.copy_(self.global_tokens[:, :arch.global_tokens, :arch.stem_width])
@@ -190,7 +195,7 @@ class HybridSupernet(nn.Module):
             copy_sliced_state(net.stages[i], self.stages[j][variant])
             if projects:
                 copy_sliced_state(net.token_projections[i], self.token_projections[j])
-        copy_sliced_state(net.head, self.heads[self.space.head_of(arch).key])
+        copy_sliced_state(net.head, self.heads[placement.head])
         return net.train(self.training)
 
 

@@ -1,6 +1,7 @@
-"""`SearchSpace`: a validated search-space YAML, which samples, enumerates and suggests `Arch`es.
+"""`SearchSpace`: the space model, which samples and enumerates `Arch`es and places them in a supernet's slots.
 
-Space file layout (every choice is a list, or one value for a fixed choice):
+The YAML reader is `nas.space.reader`; the Optuna encoding of a space (suggest, to_params) is
+`nas.search.encoding`. Space file layout (every choice is a list, or one value for a fixed choice):
 
     name: cpu_small
     resolution: [32]
@@ -39,15 +40,11 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from nas.arch import Arch, KnobItems, Reader, StageArch, canonical_value, plain_knobs, plain_value, read_yaml
-from nas.errors import NasError
-from supernet.blocks import FAMILIES, HEADS, REQUIRED, STEMS
-
-# A map side divisible by 1..16 and wider than any window: a stage check that fails on it is about the width.
-WIDTH_ONLY_MAP = 720720
+from nas.arch import Arch, KnobItems, StageArch, plain_knobs, plain_value
+from supernet.blocks import FAMILIES
+from supernet.sizes import head_params, stage_params
 
 
 @dataclass(frozen=True)
@@ -97,6 +94,16 @@ class StageSpace:
             if any(v not in knobs[name] for v in values):
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a member sits in the space's supernet: the key of its stem choice, the slot each of its stages
+    fills, and the key of its head choice. The supernet takes it as given (`HybridSupernet.set_active_at`)."""
+
+    stem: str
+    slots: tuple[int, ...]
+    head: str
 
 
 # choose(slot index, slot, current level, may skip) -> the stage placed in that slot, or None to leave it out
@@ -155,7 +162,7 @@ class SearchSpace:
         next_same_level = not last and self.stages[j + 1].level == slot.level
         return slot.optional and (level == slot.level or next_same_level) and (placed or not last)
 
-    def _walk(self, stem: PartSpace, choose: Chooser) -> list[StageArch]:
+    def walk(self, stem: PartSpace, choose: Chooser) -> list[StageArch]:
         level, stages = stem.stride, []
         for j, slot in enumerate(self.stages):
             if slot.level < level:
@@ -208,6 +215,13 @@ class SearchSpace:
             return None
         return match(0, 0, arch.stem_stride)
 
+    def placement(self, arch: Arch) -> Placement | None:
+        """Where `arch` sits in the supernet of this space, or None when it is not a member."""
+        plan = self.slot_plan(arch)
+        if plan is None:
+            return None
+        return Placement(self.stem_of(arch).key, plan, self.head_of(arch).key)
+
     def contains(self, arch: Arch) -> bool:
         return self.slot_plan(arch) is not None
 
@@ -220,7 +234,7 @@ class SearchSpace:
                      and arch.head_width in h.width), None)
 
     # ---- members --------------------------------------------------------------------------------------------
-    def _arch(self, resolution: int, stem: PartSpace, stem_width: int, stages: list[StageArch], head: PartSpace,
+    def member(self, resolution: int, stem: PartSpace, stem_width: int, stages: list[StageArch], head: PartSpace,
               head_width: int, global_tokens: int, name: str | None = None) -> Arch:
         return Arch(resolution, self.in_channels, self.num_classes, stem_width, stem.stride, tuple(stages),
                     head_width, name, stem.type, stem.knob_items, head.type, head.knob_items, global_tokens)
@@ -251,7 +265,7 @@ class SearchSpace:
 
         stem = (min if largest else max)(self.stems, key=lambda s: s.stride)
         head = pick(self.heads, key=lambda h: _head_params(h.type, h.knob_items, pick(h.width)))
-        return self._arch(pick(self.resolution), stem, pick(stem.width), self._walk(stem, choose), head,
+        return self.member(pick(self.resolution), stem, pick(stem.width), self.walk(stem, choose), head,
                           pick(head.width), pick(self.global_tokens), name)
 
     def smallest(self) -> Arch:
@@ -282,241 +296,19 @@ class SearchSpace:
 
         stem = rng.choice(self.stems)
         stem_width = rng.choice(stem.width)
-        stages = self._walk(stem, choose)
+        stages = self.walk(stem, choose)
         head = rng.choice(self.heads)
-        return self._arch(rng.choice(self.resolution), stem, stem_width, stages, head, rng.choice(head.width),
+        return self.member(rng.choice(self.resolution), stem, stem_width, stages, head, rng.choice(head.width),
                           rng.choice(self.global_tokens))
-
-    # ---- Optuna ---------------------------------------------------------------------------------------------
-    def _parameters(self, pick: Callable[[str, tuple[Any, ...]], Any]) -> Arch:
-        """The member whose every choice `pick(name, choices)` makes; parameter names stay fixed per choice set
-        (Optuna's categorical distributions cannot change between trials)."""
-
-        def choose(j: int, slot: StageSpace, level: int, may_skip: bool) -> StageArch | None:
-            if may_skip and not pick(f"s{j}.present", (True, False)):
-                return None
-            family = pick(f"s{j}.family", tuple(slot.families))
-            depth = pick(f"s{j}.depth", slot.depths)
-            widths = slot.widths_for(family)
-            width = pick(f"s{j}.width" if widths == slot.width else f"s{j}.{family}.width", widths)
-            knobs = {}
-            for k, choices in slot.options[(family, width)].items():
-                fitted = choices != slot.families[family][k]
-                knobs[k] = pick(f"s{j}.{family}.{k}" + (f".w{width}" if fitted else ""), choices)
-            return StageArch(family, depth, width, slot.level // level, tuple(sorted(knobs.items())))
-
-        stem = {s.key: s for s in self.stems}[pick("stem", tuple(s.key for s in self.stems))]
-        stem_width = pick(f"{stem.key}.width", stem.width)
-        stages = self._walk(stem, choose)
-        head = {h.key: h for h in self.heads}[pick("head", tuple(h.key for h in self.heads))]
-        return self._arch(pick("resolution", self.resolution), stem, stem_width, stages, head,
-                          pick(f"{head.key}.width", head.width), pick("global_tokens", self.global_tokens))
-
-    def suggest(self, trial: Any) -> Arch:
-        """Ask an Optuna trial for an Arch; a family's knobs are suggested only when that family is chosen."""
-
-        def pick(name: str, choices: tuple[Any, ...]) -> Any:
-            if len(choices) == 1:
-                return choices[0]
-            encoded = {_optuna_choice(c): c for c in choices}  # Optuna storages keep only plain values
-            return encoded[trial.suggest_categorical(name, list(encoded))]
-
-        return self._parameters(pick)
-
-    def to_params(self, arch: Arch) -> dict[str, Any]:
-        """The Optuna parameters that make `suggest` return `arch` (for enqueueing known members)."""
-        plan = self.slot_plan(arch)
-        if plan is None:
-            raise ValueError(f"arch {arch.arch_id} is not a member of space {self.name}")
-        by_slot = dict(zip(plan, arch.stages))
-        stem, head = self.stem_of(arch), self.head_of(arch)
-        fixed = {"stem": stem.key, f"{stem.key}.width": arch.stem_width, "head": head.key,
-                 f"{head.key}.width": arch.head_width, "resolution": arch.resolution,
-                 "global_tokens": arch.global_tokens}
-        params: dict[str, Any] = {}
-
-        def value_of(name: str) -> Any:
-            if name in fixed:
-                return fixed[name]
-            slot, _, what = name.partition(".")
-            stage = by_slot.get(int(slot[1:]))
-            parts = what.split(".")
-            if what == "present":
-                return stage is not None
-            if parts[-1] in ("family", "depth", "width") and len(parts) <= 2:
-                return getattr(stage, parts[-1])
-            return stage.knobs[parts[1]]
-
-        def pick(name: str, choices: tuple[Any, ...]) -> Any:
-            value = value_of(name)
-            if len(choices) > 1:
-                params[name] = _optuna_choice(value)
-            return value
-
-        self._parameters(pick)
-        return params
-
-
-def _optuna_choice(value: Any) -> Any:
-    """A knob value as Optuna stores it: list-valued knobs (e.g. RASA dilations) as their JSON text."""
-    return json.dumps(plain_value(value)) if isinstance(value, tuple) else value
 
 
 @functools.lru_cache(maxsize=4096)
 def _stage_params(stage: StageArch) -> int:
     """Parameter count of one stage built alone (to rank families by size)."""
-    module = FAMILIES[stage.family].stage(stage.width, stage.width, stage.depth, stage.stride, stage.knobs)
-    return sum(p.numel() for p in module.parameters())
+    return stage_params(stage.family, stage.width, stage.width, stage.depth, stage.stride, stage.knobs)
 
 
 @functools.lru_cache(maxsize=256)
 def _head_params(kind: str, knob_items: KnobItems, width: int) -> int:
     """Parameter count of a head (on a 64-wide input, 10 classes) to rank head choices by size."""
-    from supernet.ops import Ops
-
-    module = HEADS[kind].module(64, width, 10, dict(knob_items), Ops(False))
-    return sum(p.numel() for p in module.parameters())
-
-
-def _choices(reader: Reader, value: Any, path: str, check: Any, expects: str) -> tuple[Any, ...]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        reader.fail(path, f"a non-empty list of {expects}", value)
-    out = []
-    for item in values:
-        item = canonical_value(item)
-        if not check(list(item) if isinstance(item, tuple) else item):
-            reader.fail(path, f"{expects} (or a list of them)", item)
-        if item not in out:
-            out.append(item)
-    return tuple(out)
-
-
-def _positive_ints(reader: Reader, value: Any, path: str) -> tuple[int, ...]:
-    return _choices(reader, value, path, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                    "positive integers")
-
-
-def _family_knobs(reader: Reader, data: Any, path: str, family_name: str) -> dict[str, tuple[Any, ...]]:
-    family = FAMILIES[family_name]
-    data = reader.mapping(data if data is not None else {}, path, set(family.knobs))
-    knobs = {}
-    for knob_name, knob in family.knobs.items():
-        if knob_name not in data:
-            if knob.default is REQUIRED:
-                reader.fail(f"{path}.{knob_name}", knob.expects, None)
-            knobs[knob_name] = (canonical_value(knob.default),)
-            continue
-        knobs[knob_name] = _choices(reader, data[knob_name], f"{path}.{knob_name}", knob.check, knob.expects)
-    return knobs
-
-
-def _parts(reader: Reader, data: Any, path: str, registry: dict[str, Any], is_stem: bool) -> tuple[PartSpace, ...]:
-    """The stem (or head) choices: one mapping, or a list of them."""
-    items = data if isinstance(data, list) and data else [data]
-    parts = []
-    for i, item in enumerate(items):
-        where = f"{path}[{i}]" if isinstance(data, list) else path
-        kind, part = reader.component(item, where, registry, {"width", "stride"} if is_stem else {"width"})
-        widths = (0,)
-        if is_stem or registry[kind].has_width:
-            widths = _positive_ints(reader, part.get("width"), f"{where}.width")
-        stride = reader.positive_int(part.get("stride", 2), f"{where}.stride") if is_stem else 1
-        knob_items = reader.knobs(part, where, registry[kind].knobs)
-        problem = registry[kind].check(stride, dict(knob_items)) if is_stem else None
-        if problem:
-            raise NasError(f"{reader.source}: {where} ({kind}): {problem}")
-        parts.append(PartSpace(f"{path}{i}", kind, widths, knob_items, stride))
-    if len({(p.type, p.knob_items, p.stride) for p in parts}) != len(parts):
-        raise NasError(f"{reader.source}: {path}: two choices with the same type and knobs; merge their widths")
-    return tuple(parts)
-
-
-def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
-    reader = Reader(source)
-    top = reader.mapping(data, "", {"name", "resolution", "in_channels", "num_classes", "stem", "stages", "head",
-                                    "global_tokens"})
-    stems = _parts(reader, top.get("stem"), "stem", STEMS, True)
-    heads = _parts(reader, top.get("head"), "head", HEADS, False)
-    stages_data = top.get("stages")
-    if not isinstance(stages_data, list) or not stages_data:
-        reader.fail("stages", "a non-empty list of stages", stages_data)
-    stages, level = [], min(stem.stride for stem in stems)
-    for i, item in enumerate(stages_data):
-        path = f"stages[{i}]"
-        stage = reader.mapping(item, path, {"stride", "depth", "width", "families"})
-        families_data = reader.mapping(stage.get("families"), f"{path}.families", set(FAMILIES))
-        if not families_data:
-            reader.fail(f"{path}.families", f"at least one of {', '.join(FAMILIES)}", families_data)
-        families = {name: _family_knobs(reader, knobs, f"{path}.families.{name}", name)
-                    for name, knobs in families_data.items()}
-        depth = _choices(reader, stage.get("depth"), f"{path}.depth",
-                         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "integers >= 0")
-        if not any(depth):
-            reader.fail(f"{path}.depth", "at least one depth > 0", list(depth))
-        stride = reader.positive_int(stage.get("stride"), f"{path}.stride")
-        level *= stride
-        stages.append(StageSpace(stride, depth, _positive_ints(reader, stage.get("width"), f"{path}.width"),
-                                 families, level))
-    tokens = _choices(reader, top.get("global_tokens", 0), "global_tokens",
-                      lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "integers >= 0")
-    resolutions = _positive_ints(reader, top.get("resolution"), "resolution")
-    for i, stage in enumerate(stages):
-        stage.options.update(_stage_options(reader, stage, f"stages[{i}]", resolutions, stems))
-    space = SearchSpace(str(top.get("name") or Path(source).stem), resolutions,
-                        reader.positive_int(top.get("in_channels", 3), "in_channels"),
-                        reader.positive_int(top.get("num_classes", 1000), "num_classes"), stems, stages, heads,
-                        tokens, source)
-    _check_heads(space, reader)
-    return space
-
-
-def _stage_options(reader: Reader, stage: StageSpace, path: str, resolutions: tuple[int, ...],
-                   stems: tuple[PartSpace, ...]) -> dict[tuple[str, int], dict[str, tuple[Any, ...]]]:
-    """Per (family, width), the knob choices that fit the width; every combination of them must work at every
-    resolution the slot sees."""
-    sizes = [math.ceil(r / stage.level) for r in resolutions] if any(s.stride <= stage.level for s in stems) else []
-    options = {}
-    for family_name, knobs in stage.families.items():
-        family = FAMILIES[family_name]
-        for width in stage.width:
-            combos = [c for c in _knob_combinations(knobs) if family.check_stage(width, c, WIDTH_ONLY_MAP) is None]
-            if not combos:
-                continue
-            fitting = {k: tuple(v for v in choices if any(c[k] == v for c in combos)) for k, choices in knobs.items()}
-            if len(combos) != math.prod(len(v) for v in fitting.values()):
-                raise NasError(f"{reader.source}: {path}: {family_name} at width {width}: the knob choices that fit "
-                               "this width do not combine freely; split the stage or narrow the choices")
-            for size in sizes:
-                for combo in combos:
-                    problem = family.check_stage(width, combo, size)
-                    if problem:
-                        raise NasError(f"{reader.source}: {path}: {family_name}: {problem}; make every width "
-                                       "choice work with every knob choice at every resolution")
-            options[(family_name, width)] = fitting
-        if not any(f == family_name for f, _ in options):
-            problem = family.check_stage(stage.width[0], _knob_combinations(knobs)[0], WIDTH_ONLY_MAP)
-            raise NasError(f"{reader.source}: {path}: {family_name}: no width choice fits its knobs ({problem})")
-    return options
-
-
-def _check_heads(space: SearchSpace, reader: Reader) -> None:
-    """Every head must take every width a last stage can have."""
-    last_level = space.stages[-1].level
-    widths = sorted({w for stage in space.stages if stage.level == last_level for w in stage.width})
-    for head in space.heads:
-        for width in widths:
-            problem = HEADS[head.type].check(width, dict(head.knob_items))
-            if problem:
-                raise NasError(f"{reader.source}: head ({head.type}): {problem}")
-
-
-def _knob_combinations(knobs: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
-    combos: list[dict[str, Any]] = [{}]
-    for name, values in knobs.items():
-        combos = [{**combo, name: value} for combo in combos for value in values]
-    return combos
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    return space_from_dict(read_yaml(path), str(path))
+    return head_params(kind, 64, width, 10, dict(knob_items))
