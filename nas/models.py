@@ -19,9 +19,14 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.data import MEAN, STD
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from nas.runs import load_checkpoint
 from supernet.network import build
+
+# What `nas retrain` writes (checkpoint.pt, model.pt); the version is raised when a resumed run could not follow
+# the interrupted one's path from an older checkpoint
+CHECKPOINT_KIND = "nas-model"
+CHECKPOINT_VERSION = 2
 
 TIMM_NAME = "nas_model"
 RETRAINED_HINT = "pass a retrained model (model.pt or checkpoint.pt from `nas retrain`)"
@@ -29,8 +34,6 @@ RETRAINED_HINT = "pass a retrained model (model.pt or checkpoint.pt from `nas re
 
 def read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch]:
     """The model of a retrained checkpoint, weights loaded, in eval mode, and its Arch; NasError for any other file."""
-    from nas.retrain import CHECKPOINT_KIND  # here, not above: `import nas.models` stays light
-
     path = Path(path)
     payload = load_checkpoint(path, CHECKPOINT_KIND, hint=RETRAINED_HINT)
     if "arch" not in payload or "model" not in payload:
@@ -40,7 +43,7 @@ def read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch]:
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, TypeError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise NasError(f"{path}: its weights do not fit its arch ({first}); {RETRAINED_HINT}") from None
     return model.eval(), arch
 

@@ -29,21 +29,21 @@ from torch import nn
 
 from nas.arch import Arch, read_yaml
 from nas.complexity import count_macs, count_params
-from nas.data import MEAN, STD, Splits, training_epoch
+from nas.data import MEAN, STD, Splits
 from nas.errors import NasError
 from nas.evaluate import accuracy
 from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
+from nas.models import CHECKPOINT_KIND, CHECKPOINT_VERSION, read_checkpoint
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
+from nas.supernet_training import load_supernet
+from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
+                          process_group, rank_and_world, rank_slice, run_epoch, wrap_for_ranks)
 from supernet.network import build
-from supernet.training import (Precision, distillation_loss, optimizer_and_schedule, process_group, rank_and_world,
-                               wrap_for_ranks)
 
 if TYPE_CHECKING:
-    from supernet.network import HybridSupernet
+    from nas.weight_sharing import SpaceSupernet
 
-CHECKPOINT_KIND = "nas-model"
-CHECKPOINT_VERSION = 2
 INITS = ("scratch", "supernet")
 
 
@@ -146,8 +146,6 @@ class Trained:
 
 def load_model(path: str | Path) -> nn.Module:
     """A retrained checkpoint as a plain `nn.Module` in eval mode (`nas.models` also loads it as a timm model)."""
-    from nas.models import read_checkpoint
-
     return read_checkpoint(path)[0]
 
 
@@ -173,10 +171,8 @@ class RandAugment:
         return (augmented.float() / 255 - MEAN) / STD
 
 
-def supernet_for(arch: Arch, path: Path) -> "HybridSupernet":
+def supernet_for(arch: Arch, path: Path) -> "SpaceSupernet":
     """The supernet checkpoint at `path`, checked to hold `arch` (for `init: supernet` and `distill`)."""
-    from supernet.training import load_supernet
-
     supernet = load_supernet(path)
     space = supernet.space
     if arch.timm_model or not space.contains(arch) or space.num_classes != arch.num_classes:
@@ -190,15 +186,13 @@ def _check_resumable(payload: dict[str, Any], arch: Arch, recipe: Recipe, path: 
     if payload.get("arch_id") != arch.arch_id:
         raise NasError(f"{path}: holds a checkpoint of arch {payload.get('arch_id')}, not {arch.arch_id}; "
                        "use another --run-dir")
-    saved = payload.get("recipe", {})
-    differ = [f"{k} {saved.get(k)} (not {v})" for k, v in asdict(recipe).items() if k != "epochs" and saved.get(k) != v]
-    if payload.get("version") != CHECKPOINT_VERSION or differ:
-        raise NasError(f"{path}: was trained with {', '.join(differ) or 'an older version of nas'}; pass the same "
-                       "settings to resume it, or a new --run-dir")
+    # a checkpoint of another version may hold what this one's training would not reproduce
+    check_resumable({**payload.get("recipe", {}), "checkpoint version": payload.get("version")},
+                    {**asdict(recipe), "checkpoint version": CHECKPOINT_VERSION}, ("epochs",), path)
 
 
 def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.device, checkpoint: Path,
-                     log: Callable[[str], None] = print, supernet: "HybridSupernet | None" = None) -> Trained:
+                     log: Callable[[str], None] = print, supernet: "SpaceSupernet | None" = None) -> Trained:
     """Train `arch` for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`. `supernet` is
     needed for `init: supernet` and `distill`. Under torchrun, call it inside `process_group`; rank 0 logs,
     evaluates and writes."""
@@ -241,24 +235,22 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
                       label_smoothing=recipe.label_smoothing, num_classes=arch.num_classes)
     augment = RandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude) if recipe.randaugment_ops else None
     net = wrap_for_ranks(model, device)
+
+    def train_batch(xb: torch.Tensor, yb: torch.Tensor, global_step: int) -> float:
+        if augment is not None:
+            xb = augment(xb)
+        loss = _train_step(net, teacher, xb, yb, recipe, mixer, optimizer, precision)
+        if ema is not None:
+            ema.update(model, step=global_step)
+        return loss
+
     with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
         for epoch in range(start_epoch, recipe.epochs):
             seed_epoch(recipe.seed, epoch)
             model.train()
-            began, total = time.perf_counter(), 0.0
-            bar = training_epoch(x, y, recipe.batch_size, recipe.seed, epoch,
-                                 f"retrain epoch {epoch + 1}/{recipe.epochs}")
-            if not main:
-                bar.close()  # one progress bar, rank 0's; the closed bar still yields the batches
-            for step, (xb, yb) in enumerate(bar):
-                scheduler.step_update(epoch * steps + step)
-                if augment is not None:
-                    xb = augment(xb)
-                loss = _train_step(net, teacher, xb, yb, recipe, mixer, optimizer, precision)
-                if ema is not None:
-                    ema.update(model, step=epoch * steps + step)
-                total += loss
-                bar.set_postfix(loss=f"{loss:.3f}")
+            began = time.perf_counter()
+            total = run_epoch(x, y, recipe.batch_size, recipe.seed, epoch, f"retrain epoch {epoch + 1}/{recipe.epochs}",
+                              scheduler, train_batch)
             if not main:
                 continue
             record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, x_val, y_val)[1],
@@ -285,18 +277,13 @@ def _train_step(net: nn.Module, teacher: nn.Module | None, xb: torch.Tensor, yb:
                 mixer: Callable | None, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
     """One optimiser step on the global batch (xb, yb), of which this rank trains on its slice; returns the
     batch's loss. Mixing happens on the whole batch, so every rank sees the same pairs."""
-    distributed = isinstance(net, nn.parallel.DistributedDataParallel)
-    model = net.module if distributed else net
-    rank, world = rank_and_world() if distributed else (0, 1)
-    device = next(model.parameters()).device
+    model = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
     target = yb
     if mixer is not None:
         if len(xb) % 2:  # pairs are mixed: an odd last batch loses one image
             xb, yb = xb[:-1], yb[:-1]
         xb, target = mixer(xb, yb)
-    x = torch.tensor_split(xb, world)[rank].to(device)
-    target = torch.tensor_split(target, world)[rank].to(device)
-    share = len(x) * world / len(xb)  # DDP averages over ranks; weighting by the slice gives the batch mean
+    (x, target), share = rank_slice(net, xb, target)
     with precision.autocast():
         logits = net(x).float()
     if target.dim() == 2:  # mixed soft targets (label smoothing included)
@@ -314,15 +301,12 @@ def _train_step(net: nn.Module, teacher: nn.Module | None, xb: torch.Tensor, yb:
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
     precision.scaler.step(optimizer)
     precision.scaler.update()
-    total = loss.detach() * share
-    if distributed:
-        torch.distributed.all_reduce(total)
-    return total.item() / world
+    return batch_loss(net, loss.detach() * share)
 
 
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
             runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
-            expected_p90_ms: float | None = None, supernet: "HybridSupernet | None" = None,
+            expected_p90_ms: float | None = None, supernet: "SpaceSupernet | None" = None,
             source: str = "", log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Train `arch` in `run_dir` (resuming its checkpoint), then test it, export and verify ONNX, measure latency
     with torch and ONNX Runtime (and `runtime`), and write model.pt, model.onnx, metrics.json, recipe.yaml,

@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from nas.errors import NasError
@@ -38,6 +37,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch  # here, not above: the rest of this module serves without torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({**payload, "weight_layout": WEIGHT_LAYOUT}, tmp)
@@ -47,6 +48,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, kind: str, hint: str = "") -> dict[str, Any]:
     """Load a checkpoint of `kind` ('nas-supernet' or 'nas-model') safely; any other file is a NasError, which
     ends with `hint` (what to pass instead) when the file is missing or of another kind."""
+    import torch
+
     path = Path(path)
     fix = f"; {hint}" if hint else ""
     if not path.is_file():
@@ -64,6 +67,12 @@ def load_checkpoint(path: Path, kind: str, hint: str = "") -> dict[str, Any]:
                        f"{payload.get('weight_layout', 1)}, this nas reads {WEIGHT_LAYOUT}); train it again in a new "
                        "run folder")
     return payload
+
+
+def differing_settings(saved: dict[str, Any], current: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
+    """The names of the settings in `current`, but not in `free`, that `saved` records otherwise (a missing one as
+    None), in `current`'s order: what keeps a run from being resumed."""
+    return [name for name, value in current.items() if name not in free and saved.get(name) != value]
 
 
 def file_hash(path: Path) -> str:

@@ -14,8 +14,9 @@ import torch
 
 from nas.runs import save_checkpoint
 from nas.space import load_space
-from supernet.network import HybridSupernet
-from supernet.training import Precision, TrainConfig, process_group, rank_and_world, train_step, wrap_for_ranks
+from nas.supernet_training import TrainConfig, train_step
+from nas.training import Precision, process_group, rank_and_world, wrap_for_ranks
+from nas.weight_sharing import SpaceSupernet
 
 
 def main(space_file: str, out: Path, distill: str) -> None:
@@ -23,7 +24,7 @@ def main(space_file: str, out: Path, distill: str) -> None:
     config = TrainConfig(distill=distill, random_subnets=2)
     with process_group(torch.device("cpu")) as device:
         torch.manual_seed(0)
-        model = HybridSupernet(space).eval()
+        model = SpaceSupernet(space).eval()
         net = wrap_for_ranks(model, device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         generator = torch.Generator().manual_seed(0)

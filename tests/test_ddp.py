@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from nas.runs import load_checkpoint
-from supernet.training import load_supernet
+from nas.supernet_training import load_supernet
 from tests.conftest import ROOT, TESTS, TINY_SPACE
 
 TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2"]
@@ -42,10 +42,10 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path):
 
 def _initial_weights() -> dict:
     from nas.space import load_space
-    from supernet.network import HybridSupernet
+    from nas.weight_sharing import SpaceSupernet
 
     torch.manual_seed(0)
-    return HybridSupernet(load_space(TINY_SPACE)).state_dict()
+    return SpaceSupernet(load_space(TINY_SPACE)).state_dict()
 
 
 def test_torchrun_trains_a_supernet_on_two_processes(tmp_path):

@@ -10,8 +10,8 @@ import yaml
 
 from nas.errors import NasError
 from nas.runs import load_checkpoint
-from supernet.training import (TrainConfig, adaptive_alpha_divergence, alpha_divergence, load_supernet,
-                               train_supernet)
+from nas.supernet_training import TrainConfig, load_supernet, train_supernet
+from nas.training import adaptive_alpha_divergence, alpha_divergence
 from tests.conftest import ROOT, TINY_SPACE
 
 

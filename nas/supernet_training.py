@@ -1,0 +1,240 @@
+"""Supernet training: the sandwich rule with in-place distillation, resumable to the step, on one or more processes.
+
+Each step trains the largest member on the labels, then the smallest and `random_subnets` random members on the
+largest member's soft predictions, and takes one optimiser step on the summed gradients. The distillation loss is
+KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`).
+
+Resuming: a checkpoint (written atomically) records (epoch, step) every `checkpoint_every` optimiser steps and at
+the end of each epoch. Data order and the sampled members are derived from (seed, epoch, step), so a run killed
+mid-epoch and started again skips the steps it had done and, on CPU, ends with the same weights as a run never
+interrupted.
+
+Precision and processes are `nas.training`'s. Under torchrun every rank samples the same members (they come from
+(seed, step)). The supernet is wrapped in DistributedDataParallel with find_unused_parameters (each member uses a
+different part of it); all but the last backward pass of a step run under no_sync(), so the gradients summed over
+the step's members are averaged across ranks once (DDP counts a parameter used in any no_sync pass as used).
+BatchNorm normalises with each rank's own batch statistics, so a run on N processes is close to, not equal to, one
+process on the same global batches. Only rank 0 evaluates, logs and writes checkpoints; every rank loads the
+checkpoint when resuming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from nas.data import Splits, load_space_and_data
+from nas.errors import NasError, first_line
+from nas.evaluate import inherited_accuracy
+from nas.latency import device_lock
+from nas.runs import RUNS_ROOT, load_checkpoint, save_checkpoint, write_yaml
+from nas.space import SearchSpace, space_from_dict
+from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
+                          process_group, rank_and_world, rank_slice, run_epoch, wrap_for_ranks)
+from nas.weight_sharing import SpaceSupernet
+
+
+CHECKPOINT_KIND = "nas-supernet"
+DISTILL_LOSSES = ("kl", "alpha")
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 128  # the global batch, split across processes under torchrun
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    random_subnets: int = 2
+    label_smoothing: float = 0.1
+    seed: int = 0
+    distill: str = "kl"  # one of DISTILL_LOSSES
+    checkpoint_every: int = 20  # optimiser steps: ~80 s for cpu_small on 2 CPU cores (4 s a step)
+
+    def check(self) -> "TrainConfig":
+        """`self`, or a NasError naming the first setting out of range (as the option that sets it)."""
+        if self.distill not in DISTILL_LOSSES:
+            raise NasError(f"distill {self.distill!r}: expected one of {', '.join(DISTILL_LOSSES)}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise NasError(f"--{name.replace('_', '-')} must be at least 1")
+        return self
+
+
+def _at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    if x.shape[-1] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def train_step(net: torch.nn.Module, space: SearchSpace, xb: torch.Tensor, yb: torch.Tensor, global_step: int,
+               config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
+    """One optimiser step of the sandwich rule on the global batch (xb, yb), of which this rank trains on its slice;
+    `net` is the supernet or its DDP wrapper. Returns the step's loss (summed over members) on the whole batch."""
+    distributed = isinstance(net, DistributedDataParallel)
+    model = net.module if distributed else net
+    (x, y), share = rank_slice(net, xb, yb)
+    rng = random.Random(config.seed * 1_000_003 + global_step)
+    archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(config.random_subnets)]
+    optimizer.zero_grad(set_to_none=True)
+    total, teacher = torch.zeros((), device=x.device), None
+    for index, arch in enumerate(archs):
+        last = index == len(archs) - 1
+        with net.no_sync() if distributed and not last else contextlib.nullcontext():  # one all-reduce a step
+            model.set_active(arch)
+            with precision.autocast():
+                logits = net(_at_resolution(x, arch.resolution)).float()
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                teacher = logits.detach().log_softmax(dim=-1)
+            else:
+                loss = distillation_loss(config.distill, logits, teacher)
+            precision.scaler.scale(loss * share).backward()
+        total += loss.detach() * share
+    precision.scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    return batch_loss(net, total)
+
+
+def train_supernet(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
+                   device: torch.device, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume training) a supernet for `space` in `out_dir`; returns the checkpoint path. Under torchrun
+    every rank calls this (on `device`'s type); only rank 0 logs and writes."""
+    config.check()
+    with process_group(device) as device:
+        return _train(space, data, out_dir, config, device, log)
+
+
+def train_supernet_run(space_file: str | Path, config: TrainConfig, device: torch.device, data: str | None = None,
+                       limit_train: int | None = None, run_dir: Path | None = None,
+                       log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """`nas supernet train`: train (or resume) a supernet for the space at `space_file` on `data` (default: the
+    embedded set) in `run_dir` (default: runs/supernet-SPACE). Returns the checkpoint's path and the training
+    history, or None on the ranks other than 0 under torchrun."""
+    config.check()  # before the data is read
+    space, splits = load_space_and_data(space_file, data, config.seed, limit_train)
+    path = train_supernet(space, splits, run_dir or RUNS_ROOT / f"supernet-{space.name}", config, device, log)
+    if rank_and_world()[0] != 0:
+        return None
+    return {"checkpoint": str(path), "history": load_supernet_checkpoint(path, space)["history"]}
+
+
+def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig, device: torch.device,
+           log: Callable[[str], None]) -> Path:
+    rank, world = rank_and_world()
+    main = rank == 0
+    if not main:
+        log = _quiet
+    checkpoint = out_dir / "supernet.pt"
+    torch.manual_seed(config.seed)
+    model = SpaceSupernet(space).to(device)
+    x, y = data.tensors("train", max(space.resolution), space.in_channels)
+    left_over = len(x) % config.batch_size
+    if 0 < left_over < world:  # a last batch too small to give every rank an image
+        x, y = x[:-left_over], y[:-left_over]
+        log(f"dropping the last {left_over} training image(s): too few for {world} processes")
+    steps = math.ceil(len(x) / config.batch_size)
+    optimizer, scheduler = optimizer_and_schedule(model, config.lr, config.weight_decay, config.epochs,
+                                                  config.warmup_epochs, steps)
+    precision = Precision(device)
+    start_epoch, start_step, history, partial = 0, 0, [], {"loss": 0.0, "seconds": 0.0}
+    if checkpoint.exists():
+        payload = load_supernet_checkpoint(checkpoint, space)
+        # settings added since the checkpoint was written take their defaults
+        check_resumable({**asdict(TrainConfig()), **payload.get("config", {})}, asdict(config), RESUMABLE_CHANGES,
+                        checkpoint)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler"):
+            precision.scaler.load_state_dict(payload["scaler"])
+        start_epoch, start_step, history = payload["epoch"], payload.get("step", 0), payload["history"]
+        partial = payload.get("partial_epoch", partial)
+        if start_epoch < config.epochs:
+            at = f"step {start_step}/{steps} of epoch {start_epoch + 1}" if start_step else f"epoch {start_epoch}"
+            log(f"resuming supernet training from {checkpoint} after {at}/{config.epochs}")
+    net = wrap_for_ranks(model, device)
+    largest, smallest = space.largest(), space.smallest()
+
+    def save(epoch: int, step: int, loss: float, seconds: float) -> None:
+        """The state after `step` steps of epoch `epoch` (0-based); (epoch + 1, 0) once it is complete."""
+        if main:
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_KIND, "version": 2, "space": space.to_dict(), "space_hash": space.space_hash,
+                "epoch": epoch, "step": step, "config": asdict(config), "history": history,
+                "partial_epoch": {"loss": loss, "seconds": seconds}, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict()})
+
+    def train_batch(xb: torch.Tensor, yb: torch.Tensor, global_step: int) -> float:
+        return train_step(net, space, xb, yb, global_step, config, optimizer, precision)
+
+    if main:
+        write_yaml(out_dir / "train_config.yaml", asdict(config))
+    with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            done = start_step if epoch == start_epoch else 0
+            carried_loss, earlier_seconds = (partial["loss"], partial["seconds"]) if done else (0.0, 0.0)
+            began = time.perf_counter()
+
+            def save_mid_epoch(done_steps: int, loss: float) -> None:
+                if (epoch * steps + done_steps) % config.checkpoint_every == 0 and done_steps < steps:
+                    save(epoch, done_steps, loss, earlier_seconds + time.perf_counter() - began)
+
+            total_loss = run_epoch(x, y, config.batch_size, config.seed, epoch,
+                                   f"supernet epoch {epoch + 1}/{config.epochs}", scheduler, train_batch, done,
+                                   carried_loss, save_mid_epoch)
+            seconds = earlier_seconds + time.perf_counter() - began
+            if main:
+                model.eval()
+                record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
+                          "images_per_s": len(x) * (2 + config.random_subnets) / seconds,
+                          "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
+                          "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}
+                history.append(record)
+                save(epoch + 1, 0, 0.0, 0.0)
+                log(f"supernet epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.3f}, val acc largest "
+                    f"{record['val_acc_largest']:.3f} smallest {record['val_acc_smallest']:.3f} ({seconds:.0f} s)")
+        if world > 1:
+            dist.barrier()  # no rank returns before rank 0 has written the last checkpoint
+    return checkpoint
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def load_supernet_checkpoint(path: Path, space: SearchSpace | None = None) -> dict:
+    """Load a supernet checkpoint; if `space` is given, it must be the space the checkpoint was trained for."""
+    payload = load_checkpoint(path, CHECKPOINT_KIND)
+    if space is not None and payload.get("space_hash") != space.space_hash:
+        raise NasError(f"{path}: this supernet was trained for space {payload.get('space', {}).get('name')!r} "
+                       f"({payload.get('space_hash')}), not {space.name!r} ({space.space_hash}); "
+                       "pass the matching --space, or leave --supernet out to train a new one")
+    return payload
+
+
+def load_supernet(path: Path, space: SearchSpace | None = None) -> SpaceSupernet:
+    """A trained supernet from a checkpoint written by `train_supernet`: for `space`, which it must have been
+    trained for, or (None) for the space recorded in the checkpoint."""
+    payload = load_supernet_checkpoint(path, space)
+    if space is None:
+        space = space_from_dict(payload["space"], str(path))
+    model = SpaceSupernet(space)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as error:
+        raise NasError(f"{path}: its weights do not fit space {space.name!r}: {first_line(error)}") from None
+    return model.eval()

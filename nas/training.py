@@ -1,0 +1,192 @@
+"""What the supernet trainer (`nas.supernet_training`) and the standalone one (`nas.retrain`) share: precision,
+the process group and DDP, the optimiser and schedule, the distillation losses, the epoch loop and the resume check.
+
+Precision: on CUDA the forward passes run under autocast, in bfloat16 where the GPU supports it, else in float16
+with loss scaling (GradScaler); losses are computed in float32. Elsewhere everything stays float32.
+
+Several processes: under `torchrun` (WORLD_SIZE > 1) the ranks join a process group (gloo on CPU, nccl on CUDA,
+one GPU per LOCAL_RANK) and each trains on its slice of every global batch (`rank_slice`). Each rank's loss is
+weighted by its share of the batch, so DDP's average over ranks is the whole batch's gradient. Only rank 0 shows
+the progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from nas.data import training_epoch
+from nas.errors import NasError
+from nas.runs import differing_settings
+
+if TYPE_CHECKING:
+    from timm.scheduler.scheduler import Scheduler
+
+
+def optimizer_and_schedule(model: torch.nn.Module, lr: float, weight_decay: float, epochs: int, warmup_epochs: int,
+                           steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Scheduler]:
+    """timm AdamW (no weight decay on norms and biases) and a per-step cosine schedule with linear warm-up."""
+    import timm.optim
+    import timm.scheduler
+
+    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay)
+    scheduler = timm.scheduler.CosineLRScheduler(
+        optimizer, t_initial=epochs * steps_per_epoch, lr_min=lr * 0.01, warmup_t=warmup_epochs * steps_per_epoch,
+        warmup_lr_init=lr * 0.01, t_in_epochs=False)
+    return optimizer, scheduler
+
+
+def alpha_divergence(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, alpha: float,
+                     clip: float = 5.0) -> torch.Tensor:
+    """Per-sample alpha-divergence D_alpha(p || q) of the teacher's p from the student's q (AlphaNet, Wang et al.
+    2021, eq. 2):
+
+        D_alpha(p || q) = sum_i q_i ((p_i / q_i)^alpha - 1) / (alpha (alpha - 1)),
+
+    which tends to KL(q || p) as alpha -> 0 and to KL(p || q) as alpha -> 1 (those limits are used there).
+
+    The value returned is exact; its gradient is the paper's clipped estimate -sum_i q_i rho_i grad log q_i with
+    rho = w / alpha + 1 / (alpha (alpha - 1)) and w = (p / q)^alpha clipped to at most `clip` (log w clipped at
+    alpha = 0, not clipped at alpha = 1, as in the paper's code): the true gradient when nothing is clipped, and
+    bounded where the ratio explodes. Only the student gets gradients.
+    """
+    log_q = student_logits.log_softmax(dim=-1)
+    q = log_q.detach().exp()
+    log_ratio = teacher_log_probs.detach() - log_q.detach()
+    if alpha == 0:
+        value = -(q * log_ratio).sum(-1)
+        rho = log_ratio.clamp(max=math.log(clip)) - 1
+    elif alpha == 1:
+        value = (teacher_log_probs.detach().exp() * log_ratio).sum(-1)
+        rho = log_ratio.exp()
+    else:
+        value = (q * torch.expm1(alpha * log_ratio)).sum(-1) / (alpha * (alpha - 1))
+        rho = (alpha * log_ratio).exp().clamp(max=clip) / alpha + 1 / (alpha * (alpha - 1))
+    surrogate = -(q * rho * log_q).sum(-1)
+    return value + (surrogate - surrogate.detach())
+
+
+def adaptive_alpha_divergence(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, alpha_min: float = -1.0,
+                              alpha_max: float = 1.0, clip: float = 5.0) -> torch.Tensor:
+    """AlphaNet's distillation loss, the batch mean of max(D_alpha_min, D_alpha_max)(p || q) per sample: alpha_max
+    penalises a student that under-estimates the teacher's likely classes, alpha_min one that over-estimates
+    unlikely ones, and each sample is trained on whichever is worse."""
+    low = alpha_divergence(student_logits, teacher_log_probs, alpha_min, clip)
+    high = alpha_divergence(student_logits, teacher_log_probs, alpha_max, clip)
+    return torch.where(low > high, low, high).mean()
+
+
+def distillation_loss(kind: str, student_logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """The distillation loss of a student against the teacher's log-probabilities: KL(teacher || student), or
+    AlphaNet's adaptive alpha-divergence for `kind` "alpha"."""
+    if kind == "alpha":
+        return adaptive_alpha_divergence(student_logits, teacher_log_probs)
+    return F.kl_div(student_logits.log_softmax(dim=-1), teacher_log_probs, reduction="batchmean", log_target=True)
+
+
+class Precision:
+    """Mixed precision on CUDA (bfloat16 autocast where supported, else float16 with a GradScaler); float32 with no
+    autocast and a disabled (pass-through) scaler on other devices."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device_type = device.type
+        self.dtype = None
+        if device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, as torchrun sets them ((0, 1) without torchrun)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """Join torchrun's process group while inside (when WORLD_SIZE > 1); yields the device this rank trains on."""
+    if rank_and_world()[1] == 1 or dist.is_initialized():
+        yield device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def wrap_for_ranks(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` in DistributedDataParallel when in a process group of several ranks, else `model` itself."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return model
+    # 1x1 convolution weights get gradients whose strides differ on their size-1 dimensions only: harmless
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def rank_slice(net: torch.nn.Module, *batch: torch.Tensor) -> tuple[list[torch.Tensor], float]:
+    """This rank's slice of each tensor of a global batch, on the model's device, and the slice's share of the
+    batch times the number of ranks: DDP averages gradients over ranks, so a loss weighted by it gives the batch
+    mean. `net` is the model or its DDP wrapper."""
+    distributed = isinstance(net, DistributedDataParallel)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = next(net.parameters()).device
+    parts = [torch.tensor_split(tensor, world)[rank].to(device) for tensor in batch]
+    return parts, len(parts[0]) * world / len(batch[0])
+
+
+def batch_loss(net: torch.nn.Module, weighted: torch.Tensor) -> float:
+    """The whole batch's loss from this rank's share-weighted loss (`rank_slice`), summed over the ranks."""
+    if not isinstance(net, DistributedDataParallel):
+        return weighted.item()
+    dist.all_reduce(weighted)
+    return weighted.item() / dist.get_world_size()
+
+
+def run_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int, desc: str,
+              scheduler: Scheduler, train_batch: Callable[[torch.Tensor, torch.Tensor, int], float], done: int = 0,
+              loss: float = 0.0, after_step: Callable[[int, float], None] | None = None) -> float:
+    """One epoch of optimiser steps, `train_batch(xb, yb, global step)` returning each step's loss, on the
+    (seed, epoch) batches of (x, y) under a progress bar (rank 0's only). Returns `loss` (the sum carried over from
+    before a restart) plus the losses of the steps run. The first `done` steps, done before a restart, are skipped,
+    their batches drawn only to keep the data order. `after_step(steps done in the epoch, summed loss)` follows every
+    step (the supernet's mid-epoch checkpoints)."""
+    steps = math.ceil(len(x) / batch_size)
+    bar = training_epoch(x, y, batch_size, seed, epoch, desc)
+    if rank_and_world()[0] != 0:
+        bar.close()  # the closed bar still yields the batches
+    for step, (xb, yb) in enumerate(bar):
+        if step < done:
+            continue
+        global_step = epoch * steps + step
+        scheduler.step_update(global_step)
+        step_loss = train_batch(xb, yb, global_step)
+        loss += step_loss
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        if after_step is not None:
+            after_step(step + 1, loss)
+    return loss
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], free: tuple[str, ...], path: Path) -> None:
+    """Refuse to resume the checkpoint at `path`, trained with the settings `saved`, under other `current` settings
+    than those in `free`: the resumed run repeats the interrupted one's batches and draws only under the same."""
+    differ = differing_settings(saved, current, free)
+    if differ:
+        listed = ", ".join(f"{name} {saved.get(name)} (not {current[name]})" for name in differ)
+        raise NasError(f"{path}: was trained with {listed}; pass the same options to resume it, or a new --run-dir")
