@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from nas.arch import Arch
+    from nas.space import SearchSpace
 
 
 def count_params(model: nn.Module) -> int:
@@ -81,3 +85,34 @@ def count_matmul_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     with counter:  # grad mode on: the counter's module tracker refuses LightViT's expanded tokens under no_grad
         model.eval()(torch.zeros(input_shape, device=device))
     return counter.get_total_flops() // 2
+
+
+def describe_arch(arch: "Arch", space: "SearchSpace | None" = None) -> dict[str, Any]:
+    """`nas describe`: an arch's id, name, parameters and MACs at its resolution, its YAML form, and (with
+    `space`) whether it is a member."""
+    from supernet.network import build
+
+    model = build(arch)
+    result: dict[str, Any] = {
+        "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),
+        "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
+        "resolution": arch.resolution, "arch": arch.to_dict()}
+    if space is not None:
+        result["member"] = space.contains(arch)
+    return result
+
+
+def describe_lines(arch: "Arch", result: dict[str, Any], space_file: str | None = None) -> list[str]:
+    """`describe_arch`'s result for a person (`space_file`: the space the membership was checked against)."""
+    lines = [f"arch {arch.arch_id}{' (' + arch.name + ')' if arch.name else ''}: {result['params']:,} params, "
+             f"{result['macs'] / 1e6:.2f} M MACs at {arch.resolution}x{arch.resolution}x{arch.in_channels}"]
+    if arch.timm_model:
+        lines.append(f"timm model {arch.timm_model} (a baseline), {arch.num_classes} classes")
+    else:
+        stages = ", ".join(f"{s.family}x{s.depth}@{s.width}" for s in arch.stages)
+        tokens = f", {arch.global_tokens} global tokens" if arch.global_tokens else ""
+        lines.append(f"stem {arch.stem_type} {arch.stem_width}/{arch.stem_stride}, stages {stages}, "
+                     f"head {arch.head_type} {arch.head_width or ''}{tokens}, {arch.num_classes} classes")
+    if "member" in result:
+        lines.append(f"member of {space_file}: {'yes' if result['member'] else 'no'}")
+    return lines

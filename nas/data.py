@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.errors import NasError
+from nas.space import SearchSpace, load_space
 
 EMBEDDED = "fashion-mnist"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -87,6 +88,14 @@ def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: i
     if limit_train:
         images["train"], labels["train"] = images["train"][:limit_train], labels["train"][:limit_train]
     return Splits(images, labels, names, source)
+
+
+def load_space_and_data(space_file: str | Path, spec: str | Path | None = None, seed: int = 0,
+                        limit_train: int | None = None) -> tuple[SearchSpace, Splits]:
+    """The space at `space_file`, its classifier fitted to the data's classes, and the data (`load_data`)."""
+    space = load_space(space_file)
+    data = load_data(spec, seed=seed, limit_train=limit_train)
+    return space.with_num_classes(data.num_classes), data
 
 
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -35,19 +35,6 @@ OUTPUT_NAME = "logits"
 OPSET = 18
 VERIFY_IMAGES = 64  # test images an export is checked on
 EXPORT_JOBS = min(4, os.cpu_count() or 1)  # processes exporting at once: one per core, memory allows 4
-
-
-def _first_line(error: BaseException) -> str:
-    """The first line of the innermost cause of `error`, without terminal colour codes."""
-    # The exporter wraps the real problem in a multi-line, coloured "step 1/3 ... Next steps:" preamble; the
-    # chained cause holds the line worth showing.
-    seen = {id(error)}
-    while error.__cause__ is not None and id(error.__cause__) not in seen:
-        error = error.__cause__
-        seen.add(id(error))
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _on_cpu(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,7 +71,7 @@ def export_onnx(model: torch.nn.Module, in_channels: int, resolution: int, path:
         os.replace(tmp, path)
     except Exception as error:
         tmp.unlink(missing_ok=True)
-        raise NasError(f"ONNX export failed for {path.name}: {_first_line(error)}") from error
+        raise NasError(f"ONNX export failed for {path.name}: {first_line(error)}") from error
     finally:
         cpu_model.train(was_training)
     return path
@@ -156,7 +143,7 @@ def onnx_session(path: Path, threads: int = 1, device: str = "cpu") -> onnxrunti
     try:
         return onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:
-        raise NasError(f"{path}: not a readable ONNX model ({_first_line(error)}); export it again") from error
+        raise NasError(f"{path}: not a readable ONNX model ({first_line(error)}); export it again") from error
 
 
 def run_onnx(session: onnxruntime.InferenceSession, x: torch.Tensor) -> torch.Tensor:
@@ -223,3 +210,29 @@ def export_and_verify(model: torch.nn.Module, arch: Arch, data: Splits, path: Pa
     finally:
         staged.unlink(missing_ok=True)
     return {"onnx": str(path), "max_abs_diff": diff, "images": len(x), "atol": atol, "ok": True}
+
+
+def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1e-4,
+                      data_spec: str | None = None) -> dict[str, Any]:
+    """`nas export`: the retrained model at `checkpoint` to `out` (default: model.onnx beside it), verified
+    against torch on the test images of `data_spec` (`export_and_verify`); returns the check's figures."""
+    from nas.data import load_data
+    from nas.models import read_checkpoint
+
+    if not atol >= 0:
+        raise NasError(f"--atol {atol}: must be zero or more")
+    out = out or checkpoint.with_name("model.onnx")
+    if out.resolve() == checkpoint.resolve():
+        raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
+    model, arch = read_checkpoint(checkpoint)
+    data = load_data(data_spec)
+    result = export_and_verify(model, arch, data, out, atol)
+    return {**result, "checkpoint": str(checkpoint), "arch_id": arch.arch_id, "data": data.source,
+            "input": [1, arch.in_channels, arch.resolution, arch.resolution]}
+
+
+def export_lines(result: dict[str, Any]) -> list[str]:
+    """`export_checkpoint`'s result for a person."""
+    return [f"onnx: {result['onnx']} (arch {result['arch_id']}, input {'x'.join(map(str, result['input']))} scaled "
+            "to [-1, 1])", f"verified on {result['images']} test images of {result['data']}: onnxruntime vs torch "
+            f"max abs difference {result['max_abs_diff']:.3g} <= atol {result['atol']:g}: ok"]

@@ -23,17 +23,18 @@ import torch
 
 from nas.arch import Arch
 from nas.complexity import count_macs, count_params
-from nas.data import Splits
+from nas.data import Splits, load_space_and_data
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy, split_accuracy
 from nas.report import _finish, plt
 from nas.retrain import Recipe, train_standalone
 from nas.runs import atomic_write, file_hash, write_json
+from nas.supernet_training import load_supernet
 from supernet.network import build
 
 if TYPE_CHECKING:
     from nas.space import SearchSpace
-    from supernet.network import HybridSupernet
+    from nas.weight_sharing import SpaceSupernet
 
 POOL_FACTOR = 10  # candidates sampled per requested sub-network before stratifying
 HELD_OUT = ("val", "test")  # the splits both accuracies are measured on
@@ -150,7 +151,7 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
     return subnets
 
 
-def rank_supernet(space: "SearchSpace", supernet: "HybridSupernet", supernet_path: Path, data: Splits,
+def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
                   run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Rank `count` stratified sub-networks by supernet-inherited and by standalone accuracy in `run_dir`
@@ -192,6 +193,35 @@ def rank_supernet(space: "SearchSpace", supernet: "HybridSupernet", supernet_pat
     write_json(run_dir / "rank.json", result)
     plot_rank(rows, statistics, run_dir / "rank.png", f"{space.name}: supernet ranking of {len(rows)} sub-networks")
     return result
+
+
+def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
+                       data: str | None = None, seed: int = 0, limit_train: int | None = None,
+                       run_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
+    at `space_file`, in `run_dir` (default: rank/ beside the checkpoint). The result carries its `run_dir`."""
+    if count < 3 or epochs < 1:
+        raise NasError("--subnets must be at least 3 and --epochs at least 1")
+    if not supernet_file.is_file():
+        raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
+    space, splits = load_space_and_data(space_file, data, seed, limit_train)
+    supernet = load_supernet(supernet_file, space).to(device)
+    run_dir = run_dir or supernet_file.parent / "rank"
+    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log)
+    return {**result, "run_dir": str(run_dir)}
+
+
+def rank_lines(result: dict[str, Any]) -> list[str]:
+    """`rank_supernet_file`'s result as a table of the sub-networks and the rank statistics, for a person."""
+    run_dir = Path(result["run_dir"])
+    lines = [f"{'arch id':12}  {'M MACs':>7}  {'params':>9}  {'inherited':>9}  {'standalone':>10}"]
+    lines += [f"{r['arch_id']:12}  {r['macs'] / 1e6:7.2f}  {r['params']:9,}  {r['inherited']:9.3f}  "
+              f"{r['standalone']:10.3f}" for r in result["subnets"]]
+    return lines + [f"Kendall tau-b {describe_statistic(result['kendall_tau'])}",
+                    f"Spearman rho  {describe_statistic(result['spearman_rho'])}",
+                    f"({result['settings']['epochs']} standalone epoch(s) each; {result['bootstrap_resamples']} "
+                    "bootstrap resamples)",
+                    f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
 
 
 def describe_statistic(entry: dict[str, Any]) -> str:

@@ -95,6 +95,11 @@ class LatencyRecord:
     def from_dict(cls, data: dict) -> "LatencyRecord":
         return cls(**{**data, "block_medians_ms": tuple(data.get("block_medians_ms", ()))})
 
+    def summary(self) -> str:
+        """One line for a person: median, p90 and what they were measured on."""
+        return (f"{self.median_ms:.3f} ms median, {self.p90_ms:.3f} ms p90 ({self.runs} runs, batch {self.batch}, "
+                f"{self.device_name}, {self.threads} thread(s), {self.runtime} {self.runtime_version})")
+
 
 def _percentile(sorted_values: list[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))

@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 from nas.errors import NasError
+from nas.latency.cache import fingerprint
 
 if TYPE_CHECKING:
     from nas.arch import Arch
@@ -122,14 +123,15 @@ class _OpRecorder(TorchDispatchMode):
             self.totals["window_mb" if packet in _WINDOWS else "elementwise_mb"] += written / 1e6
 
 
-def arch_features(arch: "Arch") -> dict[str, float]:
+def arch_features(arch: "Arch", model: torch.nn.Module | None = None) -> dict[str, float]:
     """Op counts (all, and by CALL_KINDS), FLOPs (in millions) and bytes (in MB) of one batch-1 forward of `arch`:
     FEATURES, then the convolutions it runs (`{kind}_{kernel}_convs`, e.g. `depthwise_5x5_convs`, `..._conv_mflops`,
-    `..._channels`)."""
+    `..._channels`). `model` is a network of `arch` already built (its weights do not matter); else one is built."""
     from supernet.network import build
 
-    model = build(arch).eval()
-    image, recorder = torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution), _OpRecorder()
+    model = (model if model is not None else build(arch)).eval()
+    device = next(model.parameters()).device
+    image, recorder = torch.zeros(1, arch.in_channels, arch.resolution, arch.resolution, device=device), _OpRecorder()
     with torch.inference_mode(), recorder:
         model(image)
     weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
@@ -157,14 +159,16 @@ class LatencyPredictor:
     def predict_features(self, features: list[dict[str, float]], target: str = "median_ms") -> np.ndarray:
         return self._matrix(features) @ np.array(self.weights[target])
 
-    def predict(self, arch: "Arch", fingerprint_id: str) -> tuple[float, float] | None:
+    def predict(self, arch: "Arch", fingerprint_id: str, model: torch.nn.Module | None = None
+                ) -> tuple[float, float] | None:
         """Predicted (median, p90) latency in ms of `arch` on the device with `fingerprint_id`; None when `arch`
-        runs a convolution of a kind and kernel size that the fit never timed, which has no cost to price it by."""
+        runs a convolution of a kind and kernel size that the fit never timed, which has no cost to price it by.
+        `model` is the network of `arch` when the caller has built it already."""
         if fingerprint_id != self.fingerprint:
             raise NasError(f"this latency predictor was fitted on device fingerprint {self.fingerprint} "
                            f"({self.identity.get('device_name')}, {self.runtime}, {self.identity.get('threads')} "
                            f"thread(s)), not {fingerprint_id}; fit one here with `nas latency fit`")
-        features = [arch_features(arch)]
+        features = [arch_features(arch, model)]
         if not set(features[0]) <= set(self.feature_names):
             return None
         return float(self.predict_features(features)[0]), float(self.predict_features(features, "p90_ms")[0])
@@ -187,6 +191,18 @@ class LatencyPredictor:
                            f"version {VERSION}; refit it with `nas latency fit`")
         data.pop("format"), data.pop("version")
         return cls(**data)
+
+
+def load_predictor_for(path: Path, device: torch.device, runtime: str, threads: int) -> LatencyPredictor:
+    """The predictor at `path`, refused unless it was fitted for this device, runtime and thread count."""
+    predictor = LatencyPredictor.load(path)
+    here = fingerprint(device, runtime, threads)
+    if predictor.fingerprint != here["id"]:
+        raise NasError(f"--predictor {path}: fitted on {predictor.identity.get('device_name')} with "
+                       f"{predictor.runtime}, {predictor.identity.get('threads')} thread(s) (fingerprint "
+                       f"{predictor.fingerprint}), not this device/runtime ({here['id']}); fit one here with "
+                       f"`nas latency fit --runtime {runtime} --threads {threads}`")
+    return predictor
 
 
 def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -261,9 +277,8 @@ def fit_predictor(features: list[dict[str, float]], records: list["LatencyRecord
     relative = (held_out_predictions - targets["median_ms"][held]) / targets["median_ms"][held]
     weights = {target: _relative_fit(x, y, names).tolist() for target, y in targets.items()}
     first = records[0]
-    from nas.latency.cache import fingerprint as _fingerprint  # identity of the device, for the refusal message
 
-    identity = _fingerprint(torch.device(first.device), first.runtime, first.threads or 1)["identity"]
+    identity = fingerprint(torch.device(first.device), first.runtime, first.threads or 1)["identity"]
     return LatencyPredictor(first.fingerprint, identity, first.runtime, names, scale.tolist(),
                             weights, float(np.std(relative)), metrics)
 

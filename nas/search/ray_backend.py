@@ -21,8 +21,11 @@ from typing import Any, Callable
 import optuna
 import torch
 
-from nas.errors import NasError
-from nas.search.study import STUDY_NAME, Evaluator, SearchSettings, best_feasible_accuracy, make_sampler, record_result
+from nas.errors import NasError, first_line
+from nas.search.progress import SearchProgress
+from nas.search.encoding import suggest
+from nas.search.evaluator import Evaluator
+from nas.search.study import STUDY_NAME, SearchSettings, make_sampler, record_result
 
 _WORKER: dict[str, Evaluator] = {}  # one evaluator per worker process, built on its first trial
 
@@ -49,7 +52,7 @@ def start_ray(address: str | None, log: Callable[[str], None], **init_options: A
                        "log_to_driver": False, "configure_logging": False, **init_options}
             context = ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise NasError(f"--address {address or 'local'}: cannot start or reach Ray ({first[:150]}); "
                        "for a cluster, run `ray start --head` first and pass its address") from None
     url = getattr(context, "dashboard_url", None)
@@ -64,7 +67,7 @@ def _evaluator(setup: dict[str, Any]) -> Evaluator:
         from nas.latency import LatencyCache
         from nas.latency.predictor import LatencyPredictor
         from nas.space import space_from_dict
-        from supernet.network import HybridSupernet
+        from nas.weight_sharing import SpaceSupernet
 
         settings = SearchSettings(**setup["settings"])
         if setup["cache_dir"]:
@@ -72,7 +75,7 @@ def _evaluator(setup: dict[str, Any]) -> Evaluator:
         torch.set_num_threads(max(1, setup["cpus_per_trial"]))
         space = space_from_dict(setup["space"], settings.space)
         data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train)
-        supernet = HybridSupernet(space)
+        supernet = SpaceSupernet(space)
         supernet.load_state_dict(setup["supernet_state"])
         device = torch.device(settings.device)
         predictor = LatencyPredictor(**setup["predictor"]) if setup["predictor"] else None
@@ -87,7 +90,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     import ray
 
     evaluator = _evaluator(setup)
-    result = evaluator.evaluate(evaluator.space.suggest(optuna.trial.FixedTrial(config)))
+    result = evaluator.evaluate(suggest(evaluator.space, optuna.trial.FixedTrial(config)))
     tune.report({**result, "arch": json.dumps(result["arch"]),  # a string: Tune flattens nested results
                  "node": ray.get_runtime_context().get_node_id()})
 
@@ -115,11 +118,11 @@ def _searcher_class() -> type:
 
 
 def run_ray(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: Evaluator,
-            settings: SearchSettings, done: int, run_dir: Path, log: Callable[[str], None]) -> None:
+            settings: SearchSettings, done: int, run_dir: Path, progress: SearchProgress,
+            log: Callable[[str], None]) -> None:
     """Run the remaining trials as Ray Tune trials, `settings.workers` at a time."""
     import ray
     from ray import tune
-    from tqdm import tqdm
 
     started = start_ray(settings.address, log)
     try:
@@ -136,33 +139,26 @@ def run_ray(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator
         trainable = tune.with_resources(tune.with_parameters(_trial, setup=setup), resources)
 
         def define_by_run(trial: optuna.Trial) -> None:
-            evaluator.space.suggest(trial)
+            suggest(evaluator.space, trial)
 
         searcher = _searcher_class()(
             settings, space=define_by_run, metric=["accuracy", "latency_ms"],
             mode=["max", "min"], sampler=make_sampler(settings.sampler, settings.seed + done, settings.trials),
             storage=storage, study_name=STUDY_NAME)
-        with tqdm(total=settings.trials, initial=done, desc=f"search (ray, {settings.workers} workers)",
-                  unit="trial", disable=None) as bar:
-            began = time.perf_counter()
 
-            class Progress(tune.Callback):
-                def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                    best = best_feasible_accuracy(study)
-                    per_minute = (bar.n + 1 - done) / max(time.perf_counter() - began, 1e-9) * 60
-                    bar.set_postfix(best_feasible_acc=f"{best:.3f}" if best is not None else "-",
-                                    trials_per_min=f"{per_minute:.1f}")
-                    bar.update(1)
+        class Progress(tune.Callback):
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                progress.trial_done()
 
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=settings.trials - done,
-                                            max_concurrent_trials=settings.workers),
-                run_config=tune.RunConfig(name="ray", storage_path=str((run_dir / "ray").resolve()), verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=3),
-                                          callbacks=[Progress()]))
-            with contextlib.redirect_stdout(sys.stderr):  # Tune prints tables; stdout is for --json
-                tuner.fit()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=settings.trials - done,
+                                        max_concurrent_trials=settings.workers),
+            run_config=tune.RunConfig(name="ray", storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=3),
+                                      callbacks=[Progress()]))
+        with contextlib.redirect_stdout(sys.stderr):  # Tune prints tables; stdout is for --json
+            tuner.fit()
     finally:
         if started:
             ray.shutdown()

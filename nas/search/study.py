@@ -1,33 +1,26 @@
-"""What every search backend shares: settings, the Optuna study, evaluating a candidate, and the outputs.
+"""The search's study, without torch: its settings, the Optuna study and sampler, and each trial's record.
 
 Two objectives (validation accuracy up, median latency down) and constraints (p90 latency within the budget,
 optionally parameter and MAC limits). The study lives in an Optuna journal file in the run folder (or an RDB at
-`--storage URL`), so running the same search again resumes it with no completed trial lost.
+`--storage URL`), so running the same search again resumes it with no completed trial lost. A run folder is
+resumed only by the same search (`check_run_folder`).
 """
 
 from __future__ import annotations
 
-import csv
-import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-import torch
 
-from nas.arch import Arch, load_arch
-from nas.complexity import count_macs, count_params
-from nas.data import Splits
-from nas.errors import NasError
-from nas.evaluate import inherited_accuracy
-from nas.latency import CAREFUL, LatencyCache, LatencyRecord, device_lock, fingerprint, measure_arch
-from nas.latency.predictor import LatencyPredictor
-from nas.report import plot_pareto, write_report
-from nas.runs import file_hash, write_yaml
+from nas.arch import Arch, load_arch, read_yaml
+from nas.errors import NasError, first_line
+from nas.latency.measure import parse_budget
+from nas.runs import differing_settings
+from nas.search.encoding import suggest, to_params
 from nas.space import SearchSpace
-from supernet.network import HybridSupernet, build
 
 SAMPLERS = ("nsga2", "tpe", "random")
 BACKENDS = ("optuna", "ray")
@@ -67,16 +60,49 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self) -> "SearchSettings":
+        """`self`, or a NasError naming the first setting out of range."""
+        if self.trials < 1 or self.epochs < 1 or self.threads < 1 or self.workers < 1:
+            raise NasError("--trials, --epochs, --threads and --workers must be at least 1")
+        if self.sampler not in SAMPLERS:
+            raise NasError(f"--sampler {self.sampler}: expected one of {', '.join(SAMPLERS)}")
+        if self.backend not in BACKENDS:
+            raise NasError(f"--backend {self.backend}: expected one of {', '.join(BACKENDS)}")
+        return self
 
-def check_budget_feasible(space: SearchSpace, budget_ms: float, device: torch.device, threads: int, runtime: str,
-                          cache: LatencyCache) -> LatencyRecord:
-    """Measure the space's smallest member; a budget below its p90 latency is a NasError naming that latency."""
-    record = measure_arch(space.smallest(), device, runtime, threads, cache=cache, refresh=True, **CAREFUL)
-    if record.p90_ms > budget_ms:
-        raise NasError(f"--latency-budget {budget_ms:g} ms is infeasible: the smallest sub-network of "
-                       f"{space.name} measures {record.median_ms:.3f} ms (p90 {record.p90_ms:.3f} ms) on "
-                       f"{record.device_name} with {runtime}; use a budget of at least {record.p90_ms:.2f} ms")
-    return record
+
+def search_settings(given: dict[str, Any], resume: str | None = None, config: str | None = None) -> SearchSettings:
+    """Settings from --resume RUN's config.yaml or --config FILE, overridden by the options `given` (None: not
+    given)."""
+    names = {f.name for f in fields(SearchSettings)} - {"budget_ms"}
+    base: dict = {}
+    if resume:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise NasError(f"--resume {resume}: no config.yaml there; pass the folder of a nas search")
+        base = read_yaml(saved) or {}
+    elif config:
+        base = read_yaml(config)
+        if not isinstance(base, dict):
+            raise NasError(f"--config {config}: expected the config.yaml of a nas search")
+    given = {k: v for k, v in given.items() if k in names and v is not None}
+    merged = {k: v for k, v in {**base, **given}.items() if k in names}
+    missing = [f"--{k.replace('_', '-')}" for k in ("space", "latency_budget") if k not in merged]
+    if missing:
+        raise NasError(f"{' and '.join(missing)} required (or --config FILE, or --resume RUN)")
+    return SearchSettings(**merged, budget_ms=parse_budget(merged["latency_budget"]))
+
+
+def check_run_folder(run_dir: Path, settings: SearchSettings, space_hash: str) -> None:
+    """A run folder is resumed only by the same search; anything else there is refused, never overwritten."""
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        differs = sorted(differing_settings(read_yaml(config) or {}, {**settings.identity(), "space_hash": space_hash}))
+        if differs:
+            raise NasError(f"{run_dir} holds a different search ({', '.join(differs)} differ); "
+                           "pass a new --run-dir, or the original options to resume it")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise NasError(f"{run_dir} exists and is not a nas search folder; pass a new --run-dir")
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -97,9 +123,17 @@ def open_storage(run_dir: Path, url: str | None) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # sqlalchemy raises many types for bad URLs, missing drivers, refused connections
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise NasError(f"--storage {url!r}: Optuna cannot open it ({first[:150]}); expected a database URL such "
                        "as postgresql://user:password@host/db or sqlite:////absolute/path.db") from None
+
+
+def open_run_storage(run_dir: Path) -> optuna.storages.BaseStorage:
+    """The study storage of the search in `run_dir` (its journal, or the RDB its config.yaml names)."""
+    config = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if not isinstance(config, dict):
+        raise NasError(f"{run_dir}: not a nas search folder (no config.yaml); pass runs/<run>")
+    return open_storage(run_dir, config.get("storage"))
 
 
 def open_study(settings: SearchSettings, space: SearchSpace, storage: optuna.storages.BaseStorage,
@@ -124,9 +158,9 @@ def open_study(settings: SearchSettings, space: SearchSpace, storage: optuna.sto
     if not existing:
         warm_start = [space.smallest(), space.largest()] + [space.single_family(f) for f in space.families()]
         for member in warm_start:
-            study.enqueue_trial(space.to_params(member), skip_if_exists=True)
+            study.enqueue_trial(to_params(space, member), skip_if_exists=True)
         for name, member in reference_members(space).items():
-            study.enqueue_trial(space.to_params(member), user_attrs={"reference": name}, skip_if_exists=True)
+            study.enqueue_trial(to_params(space, member), user_attrs={"reference": name}, skip_if_exists=True)
     elif done:
         log(f"resuming the search: {done}/{settings.trials} trials done")
     return study, done
@@ -143,46 +177,12 @@ def reference_members(space: SearchSpace) -> dict[str, Arch]:
     per-block knob lists make it a member that a trial (one value per stage) cannot express."""
     def one_trial(arch: Arch) -> bool:
         try:
-            return space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+            return suggest(space, optuna.trial.FixedTrial(to_params(space, arch))) == arch
         except ValueError:  # a knob given per block: no choice of the trial's distribution
             return False
 
     members = {name: arch.with_num_classes(space.num_classes) for name, arch in reference_archs().items()}
     return {name: arch for name, arch in members.items() if space.contains(arch) and one_trial(arch)}
-
-
-class Evaluator:
-    """Scores one candidate: supernet accuracy, then latency (predicted when safely far from the budget)."""
-
-    def __init__(self, settings: SearchSettings, space: SearchSpace, data: Splits, supernet: HybridSupernet,
-                 device: torch.device, cache: LatencyCache, predictor: LatencyPredictor | None) -> None:
-        self.settings, self.space, self.data, self.supernet = settings, space, data, supernet
-        self.device, self.cache, self.predictor = device, cache, predictor
-        self.device_id = fingerprint(device, settings.runtime, settings.threads)["id"]
-        self.margin = 0.15 + 2 * predictor.relative_error_sd if predictor else 0.0
-
-    def evaluate(self, arch: Arch) -> dict[str, Any]:
-        """The result of one trial, as plain values (it crosses process boundaries with Ray)."""
-        settings, budget = self.settings, self.settings.budget_ms
-        net = self.supernet.extract(arch)
-        with device_lock(self.device, exclusive=False):
-            accuracy = inherited_accuracy(net, arch, self.data)
-        source = "measured"
-        prediction = self.predictor.predict(arch, self.device_id) if self.predictor is not None else None
-        if prediction is not None:
-            median_ms, p90_ms = prediction
-            # the prediction's error is relative to the prediction: trust it only when even that error
-            # cannot carry it across the budget
-            clear = p90_ms * (1 + self.margin) < budget or p90_ms * (1 - self.margin) > budget
-            source = "predicted" if clear else "measured"
-        if source == "measured":
-            record = measure_arch(arch, self.device, settings.runtime, settings.threads, cache=self.cache, model=net)
-            median_ms, p90_ms = record.median_ms, record.p90_ms
-        result = {"accuracy": accuracy, "latency_ms": median_ms, "latency_p90_ms": p90_ms, "latency_source": source,
-                  "params": count_params(net), "arch": arch.to_dict(), "arch_id": arch.arch_id}
-        if settings.max_macs is not None:
-            result["macs"] = count_macs(net, (1, arch.in_channels, arch.resolution, arch.resolution))
-        return result
 
 
 def record_result(trial: optuna.Trial, result: dict[str, Any], settings: SearchSettings) -> tuple[float, float]:
@@ -207,93 +207,3 @@ def best_feasible_accuracy(study: optuna.Study) -> float | None:
     values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if is_feasible(t)]
     return max(values) if values else None
-
-
-def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    stages = trial.user_attrs["arch"]["stages"]
-    return {"trial": trial.number, "arch_id": trial.user_attrs["arch_id"], "val_acc": round(trial.values[0], 4),
-            "latency_ms": round(trial.values[1], 4), "latency_p90_ms": round(trial.user_attrs["latency_p90_ms"], 4),
-            "feasible": is_feasible(trial), "latency_source": trial.user_attrs["latency_source"],
-            "params": trial.user_attrs["params"], "families": "-".join(s["family"] for s in stages),
-            "depths": "-".join(str(s["depth"]) for s in stages), "widths": "-".join(str(s["width"]) for s in stages),
-            "reference": trial.user_attrs.get("reference", ""),
-            "seconds": round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
-            if trial.datetime_complete and trial.datetime_start else None}
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSpace, supernet_path: Path,
-                  device: torch.device, run_dir: Path, cache: LatencyCache, seconds: float) -> dict[str, Any]:
-    """Write trials.csv, pareto.csv and pareto.png; re-measure the front and write best.yaml from it.
-
-    Every Pareto point is measured again carefully; the winner is the most accurate point whose re-measured
-    p90 meets the budget, and best.yaml carries that measurement.
-    """
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    rows = [_row(t) for t in complete]
-    _write_csv(run_dir / "trials.csv", rows)
-    front = []
-    for trial in sorted(study.best_trials, key=lambda t: t.values[1]):  # constrained: feasible trials only
-        arch = Arch.from_dict(trial.user_attrs["arch"])
-        net = build(arch)
-        record = measure_arch(arch, device, settings.runtime, settings.threads, cache=cache, model=net, refresh=True,
-                              expected_ms=trial.values[1], expected_p90_ms=trial.user_attrs["latency_p90_ms"],
-                              **CAREFUL)
-        front.append({**_row(trial), "remeasured_ms": round(record.median_ms, 4),
-                      "remeasured_p90_ms": round(record.p90_ms, 4),
-                      "remeasured_feasible": record.p90_ms <= settings.budget_ms,
-                      "macs": count_macs(net, (1, arch.in_channels, arch.resolution, arch.resolution)),
-                      "_arch": arch, "_record": record, "_trial": trial})
-    _write_csv(run_dir / "pareto.csv", [{k: v for k, v in row.items() if not k.startswith("_")} for row in front])
-    plot_pareto(rows, front, settings.budget_ms, run_dir / "pareto.png",
-                f"{space.name}: {len(rows)} trials, budget {settings.budget_ms:g} ms on {device} ({settings.runtime})")
-    confirmed = [row for row in front if row["remeasured_feasible"]]
-    if not confirmed:
-        fastest = min((r["latency_p90_ms"] for r in rows), default=float("nan"))
-        raise NasError(f"no sub-network met the {settings.budget_ms:g} ms budget on re-measurement after {len(rows)} "
-                       f"trials (fastest p90 seen {fastest:.3f} ms); raise --latency-budget or run more --trials "
-                       f"(see {run_dir}/trials.csv)")
-    supernet_hash = file_hash(supernet_path)
-
-    def summary_of(row: dict[str, Any]) -> dict[str, Any]:
-        """A front point as a retrainable file: arch, its re-measured latency, and where it came from."""
-        arch, record, trial = row["_arch"], row["_record"], row["_trial"]
-        return {
-            "arch_id": arch.arch_id,
-            "arch": arch.to_dict(),
-            "latency_ms": round(record.median_ms, 4),
-            "latency_p90_ms": round(record.p90_ms, 4),
-            "budget_ms": settings.budget_ms,
-            "val_accuracy_supernet": round(trial.values[0], 4),
-            "params": trial.user_attrs["params"],
-            "macs": row["macs"],
-            "device": {"name": record.device_name, "device": record.device, "threads": record.threads,
-                       "runtime": record.runtime, "runtime_version": record.runtime_version,
-                       "fingerprint": record.fingerprint, "versions": record.versions},
-            "latency_in_search": {"median_ms": round(trial.values[1], 4),
-                                  "p90_ms": round(trial.user_attrs["latency_p90_ms"], 4),
-                                  "source": trial.user_attrs["latency_source"]},
-            "provenance": {"space": settings.space, "space_hash": space.space_hash, "supernet": str(supernet_path),
-                           "supernet_hash": supernet_hash, "trial": trial.number,
-                           "trials": len(rows), "search_seconds": round(seconds, 1),
-                           "data": settings.data or "fashion-mnist", "backend": settings.backend},
-        }
-
-    ranked = sorted(confirmed, key=lambda row: (-row["val_acc"], row["remeasured_ms"]))
-    shutil.rmtree(run_dir / "front", ignore_errors=True)  # a resumed search's front replaces the last one's
-    for place, row in enumerate(ranked, 1):  # for `nas retrain --top K`
-        write_yaml(run_dir / "front" / f"{place:02d}-{row['_arch'].arch_id}.yaml", summary_of(row))
-    summary = summary_of(ranked[0])
-    write_yaml(run_dir / "best.yaml", summary)
-    write_report(run_dir, f"{space.name} under {settings.budget_ms:g} ms on {device} ({settings.runtime})", summary,
-                 rows, front, [list(stage.families) for stage in space.stages], seconds,
-                 sorted(set(reference_archs()) - set(reference_members(space))))
-    return summary
