@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -33,8 +29,9 @@ def main() -> None:
 
     from nas.data import load_data
     from nas.evaluate import inherited_accuracy
+    from nas.search.encoding import suggest, to_params
     from nas.space import load_space
-    from supernet.training import load_supernet
+    from nas.supernet_training import load_supernet
 
     data = load_data()
     space = load_space(args.space).with_num_classes(data.num_classes)
@@ -51,7 +48,7 @@ def main() -> None:
     for name, arch in members.items():
         print(f"{name:34} {accuracy(arch):.3f}")
     print(f"\nthe smallest member ({accuracy(smallest):.3f}) with one choice changed:")
-    base, seen, changes = space.to_params(smallest), {smallest}, 0
+    base, seen, changes = to_params(space, smallest), {smallest}, 0
 
     class Recorder:  # a trial that answers as the smallest member and notes every parameter offered on the way
         distributions: dict = {}
@@ -60,14 +57,14 @@ def main() -> None:
             self.distributions[name] = choices
             return base[name]
 
-    space.suggest(Recorder())
+    suggest(space, Recorder())
     distributions = Recorder.distributions
     for name, choices in distributions.items():
         for choice in choices:
             if changes >= args.max or choice == base.get(name):
                 continue
             try:
-                arch = space.suggest(optuna.trial.FixedTrial({**base, name: choice}))
+                arch = suggest(space, optuna.trial.FixedTrial({**base, name: choice}))
             except ValueError:  # the change opens parameters the smallest member does not set
                 continue
             if arch in seen:

@@ -5,8 +5,8 @@
     .venv/bin/python bench/rank.py --supernet runs/supernet-small/supernet.pt --subnets 16 --rank-epochs 5
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir /tmp/r --rank-epochs 12 --second-seed  # + noise ceiling
 
-Trains a supernet (unless --supernet is given), then runs `nas supernet rank`: sub-networks stratified over
-MACs, each evaluated with the supernet's weights and trained standalone for --rank-epochs epochs. Prints the rank
+Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
+over MACs, each evaluated with the supernet's weights and trained standalone for --rank-epochs epochs. Prints the rank
 correlations with their bootstrap 95 % intervals and the wall time of each stage. Takes tens of minutes with the
 defaults. --run-dir resumes (or reuses) a ranking folder. --second-seed trains every sub-network once more with
 another seed and prints Kendall tau between the two standalone runs: how far standalone accuracy on this data
@@ -24,7 +24,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: int | None) -> Path:
+    """What `nas supernet train --space SPACE --run-dir RUN --epochs N --seed S [--limit-train N]` does, with that
+    command's defaults (batch 128, kl distillation, a checkpoint every 20 steps, cpu); returns the checkpoint."""
+    from nas.latency import resolve_device
+    from nas.supernet_training import TrainConfig, train_supernet_run
+
+    config = TrainConfig(epochs=epochs, batch_size=128, seed=seed, distill="kl", checkpoint_every=20)
+    result = train_supernet_run(space_path, config, resolve_device("cpu"), None, limit_train, run_dir, log)
+    last = result["history"][-1]
+    print(f"supernet checkpoint: {result['checkpoint']}\nlargest member val accuracy {last['val_acc_largest']:.3f}, "
+          f"smallest {last['val_acc_smallest']:.3f}")
+    return Path(result["checkpoint"])
+
+
+def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int, seed: int,
+         limit_train: int | None) -> dict:
+    """What `nas supernet rank --space SPACE --supernet S --subnets N --epochs E --run-dir RUN --seed S
+    [--limit-train N]` does on the cpu, its table printed; returns rank.json's content (with run_dir)."""
+    from nas.latency import resolve_device
+    from nas.rank import rank_lines, rank_supernet_file
+
+    result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
+                                limit_train, rank_dir, log)
+    print("\n".join(rank_lines(result)))
+    return result
 
 
 def main() -> None:
@@ -41,23 +71,23 @@ def main() -> None:
                         help="also train each sub-network with seed + 1: the standalone accuracy's own rank agreement")
     args = parser.parse_args()
 
-    from nas.cli import main as nas_main
+    from nas.errors import NasError
 
     work = Path(tempfile.mkdtemp(prefix="nas-bench-rank-"))
     os.environ["NAS_CACHE_DIR"] = str(work / "cache")
-    data = ["--seed", str(args.seed)] + (["--limit-train", str(args.limit_train)] if args.limit_train else [])
     began = time.perf_counter()
-    supernet = args.supernet
+    supernet = Path(args.supernet) if args.supernet else None
     if supernet is None:
-        supernet = str(work / "supernet" / "supernet.pt")
-        if nas_main(["supernet", "train", "--space", args.space, "--run-dir", str(work / "supernet"), "--epochs",
-                     str(args.epochs), *data]):
-            raise SystemExit("supernet training failed")
+        try:
+            supernet = train(args.space, work / "supernet", args.epochs, args.seed, args.limit_train)
+        except NasError as error:
+            raise SystemExit(f"supernet training failed: {error}")
     trained = time.perf_counter()
     rank_dir = Path(args.run_dir) if args.run_dir else work / "rank"
-    if nas_main(["supernet", "rank", "--space", args.space, "--supernet", supernet, "--subnets", str(args.subnets),
-                 "--epochs", str(args.rank_epochs), "--run-dir", str(rank_dir), *data]):
-        raise SystemExit("ranking failed")
+    try:
+        rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train)
+    except NasError as error:
+        raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()
     result = json.loads((rank_dir / "rank.json").read_text())
 

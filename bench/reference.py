@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT / "search_spaces" / "reference"
 TABLE = ROOT / "docs" / "reference_archs.md"
 

@@ -5,7 +5,7 @@
 
 From a finished search: the winner (best.yaml), and for each block family the best feasible member that uses only
 that family (the search's per-family results, as in report.md); plus timm `mobilevit_xxs` and `ghostnet_050` at
-the same input size and channels. Each is retrained with `nas retrain` (the same recipe, equal epochs) on the
+the same input size and channels. Each is retrained as `nas retrain` does (the same recipe, equal epochs) on the
 embedded data, then tested and measured on this CPU (torch eager and ONNX Runtime, batch 1, the search's
 threads). Prints one table: test accuracy, latency, params, whether the p90 meets the search's budget.
 """
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 BASELINES = ("mobilevit_xxs", "ghostnet_050")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def family_members(run: Path, best: dict) -> dict[str, dict]:
@@ -53,14 +55,21 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     args = parser.parse_args()
 
-    from nas.cli import main as nas_main
+    from nas.errors import NasError
+    from nas.retrain_runs import RetrainOptions, retrain_file, retrained_lines
+    from nas.search.run import search, search_lines
+    from nas.search.study import search_settings
 
     work = Path(tempfile.mkdtemp(prefix="nas-bench-retrain-"))
     os.environ.setdefault("NAS_CACHE_DIR", str(work / "cache"))
     run = Path(args.run) if args.run else work / "search"
-    if not args.run and nas_main(["search", "--space", args.space, "--latency-budget", args.budget, "--device",
-                                  "cpu", "--run-dir", str(run)]):
-        raise SystemExit("the quick-start search failed")
+    if not args.run:  # `nas search --space SPACE --latency-budget BUDGET --device cpu --run-dir RUN`
+        try:
+            found = search(search_settings({"space": args.space, "latency_budget": args.budget, "device": "cpu"}),
+                           run, log)
+        except NasError as error:
+            raise SystemExit(f"the quick-start search failed: {error}")
+        print("\n".join(search_lines(found)))
     best = yaml.safe_load((run / "best.yaml").read_text())
     arch = best["arch"]
     candidates = {"winner": run / "best.yaml"}
@@ -79,10 +88,13 @@ def main() -> None:
     for label, path in candidates.items():
         print(f"\n=== {label}: retraining {args.epochs} epochs", file=sys.stderr)
         out = work / "retrain" / label
-        if nas_main(["retrain", str(path), "--epochs", str(args.epochs), "--device", "cpu", "--threads", threads,
-                     "--runtime", "torch", "--run-dir", str(out),
-                     *(["--limit-train", str(args.limit_train)] if args.limit_train else [])]):
-            raise SystemExit(f"retraining {label} failed")
+        # `nas retrain PATH --epochs N --device cpu --threads T --runtime torch --run-dir OUT [--limit-train N]`
+        options = RetrainOptions(device="cpu", threads=int(threads), runtime="torch", limit_train=args.limit_train,
+                                 epochs=args.epochs)
+        try:
+            print("\n".join(retrained_lines(retrain_file(str(path), options, out, log))))
+        except NasError as error:
+            raise SystemExit(f"retraining {label} failed: {error}")
         results[label] = json.loads((out / "metrics.json").read_text())
 
     budget = best["budget_ms"]

@@ -20,7 +20,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def hypervolume(rows: list[dict], budget_ms: float) -> float:
@@ -34,16 +37,39 @@ def hypervolume(rows: list[dict], budget_ms: float) -> float:
     return area
 
 
-def search(args: list[str], cache: Path) -> dict:
-    """Run `nas search` in this process with its own latency cache; returns its best.yaml."""
-    import yaml
-
-    from nas.cli import main
+def search(options: dict, run_dir: Path, cache: Path) -> dict:
+    """Run a search (`options` named as `nas search`'s) in this process in `run_dir`, with its own latency cache;
+    prints what `nas search` prints and returns its best.yaml."""
+    from nas.errors import NasError
+    from nas.search.run import search as run_search
+    from nas.search.run import search_lines
+    from nas.search.study import search_settings
 
     os.environ["NAS_CACHE_DIR"] = str(cache)
-    if main(args):
-        raise SystemExit(f"search failed: {args}")
-    return yaml.safe_load((Path(args[args.index("--run-dir") + 1]) / "best.yaml").read_text())
+    try:
+        result = run_search(search_settings(options), run_dir, log)
+    except NasError as error:
+        raise SystemExit(f"search failed: {options} in {run_dir}: {error}")
+    print("\n".join(search_lines(result)))
+    return result
+
+
+def train(space_path: str, run_dir: Path, epochs: int) -> Path:
+    """What `nas supernet train --space SPACE --run-dir RUN --epochs N` does, with that command's defaults (the
+    embedded data, seed 0, batch 128, kl distillation, a checkpoint every 20 steps, cpu); returns the checkpoint."""
+    from nas.errors import NasError
+    from nas.latency import resolve_device
+    from nas.supernet_training import TrainConfig, train_supernet_run
+
+    config = TrainConfig(epochs=epochs, batch_size=128, seed=0, distill="kl", checkpoint_every=20)
+    try:
+        result = train_supernet_run(space_path, config, resolve_device("cpu"), None, None, run_dir, log)
+    except NasError as error:
+        raise SystemExit(f"supernet training failed: {error}")
+    last = result["history"][-1]
+    print(f"supernet checkpoint: {result['checkpoint']}\nlargest member val accuracy {last['val_acc_largest']:.3f}, "
+          f"smallest {last['val_acc_smallest']:.3f}")
+    return Path(result["checkpoint"])
 
 
 def main() -> None:
@@ -58,22 +84,16 @@ def main() -> None:
     parser.add_argument("--ray-workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from nas.cli import main as nas_main
-
     work = Path(tempfile.mkdtemp(prefix="nas-bench-search-"))
     cache = work / "cache"
     os.environ["NAS_CACHE_DIR"] = str(cache)
-    supernet_dir = work / "supernet"
-    if nas_main(["supernet", "train", "--space", args.space, "--run-dir", str(supernet_dir), "--epochs",
-                 str(args.epochs)]):
-        raise SystemExit("supernet training failed")
-    common = ["search", "--space", args.space, "--latency-budget", args.budget, "--supernet",
-              str(supernet_dir / "supernet.pt"), "--trials", str(args.trials)]
+    supernet = train(args.space, work / "supernet", args.epochs)
+    common = {"space": args.space, "latency_budget": args.budget, "supernet": str(supernet), "trials": args.trials}
     results: dict[str, list[tuple[float, float]]] = {}
     for sampler in () if args.skip_samplers else ("nsga2", "tpe", "random"):
         for seed in range(args.seeds):
             run_dir = work / f"{sampler}-{seed}"
-            summary = search(common + ["--sampler", sampler, "--seed", str(seed), "--run-dir", str(run_dir)], cache)
+            summary = search({**common, "sampler": sampler, "seed": seed}, run_dir, cache)
             rows = list(csv.DictReader(open(run_dir / "trials.csv")))
             best = max((float(r["val_acc"]) for r in rows if r["feasible"] == "True"), default=0.0)
             results.setdefault(sampler, []).append((hypervolume(rows, summary["budget_ms"]), best))
@@ -89,8 +109,7 @@ def main() -> None:
         print("\nRay backend throughput (same search, empty latency cache each):")
         for workers in args.ray_workers:
             run_dir = work / f"ray-{workers}"
-            summary = search(common + ["--backend", "ray", "--workers", str(workers), "--run-dir", str(run_dir)],
-                             work / f"cache-ray-{workers}")
+            summary = search({**common, "backend": "ray", "workers": workers}, run_dir, work / f"cache-ray-{workers}")
             seconds = summary["provenance"]["search_seconds"]
             print(f"  {workers} worker(s): {args.trials} trials in {seconds:.0f} s = "
                   f"{60 * args.trials / seconds:.1f} trials/min (Ray start and the front's re-measurement included)")

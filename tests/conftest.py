@@ -44,7 +44,7 @@ def small_data():
 @pytest.fixture(scope="session")
 def tiny_supernet(tmp_path_factory, tiny_space, small_data):
     """A tiny supernet trained for one epoch, shared by the tests that search with `--supernet`."""
-    from supernet.training import TrainConfig, train_supernet
+    from nas.supernet_training import TrainConfig, train_supernet
 
     return train_supernet(tiny_space.with_num_classes(small_data.num_classes), small_data,
                           tmp_path_factory.mktemp("supernet"), TrainConfig(epochs=1), torch.device("cpu"),

@@ -133,10 +133,10 @@ def test_describe_reports_reference_sizes_and_membership():
 def test_references_extract_exactly_from_the_union_supernet():
     """One 249M-parameter supernet for hybrid.yaml; each reference comes out with its own size and function."""
     from nas.space import load_space
-    from supernet.network import HybridSupernet
+    from nas.weight_sharing import SpaceSupernet
 
     torch.manual_seed(0)
-    supernet = HybridSupernet(load_space(ROOT / "search_spaces" / "hybrid.yaml")).eval()
+    supernet = SpaceSupernet(load_space(ROOT / "search_spaces" / "hybrid.yaml")).eval()
     for path in sorted(REFERENCE.glob("*.yaml")):
         arch = load_arch(path)
         net = supernet.extract(arch).eval()

@@ -9,11 +9,12 @@ from nas.complexity import count_params
 from nas.errors import NasError
 from nas.export import export_onnx, onnx_session, verify_onnx
 from nas.space import load_space
+from nas.weight_sharing import SpaceSupernet
 from supernet.blocks import REQUIRED
 from supernet.blocks.saevit import (CIFFN, KNOBS, SAA, PatchEmbed, SAAStage, channel_shuffle, check_stage,
                                     group_sizes)
 from supernet.blocks.transformer import MHSA
-from supernet.network import HybridSupernet, build
+from supernet.network import build
 from supernet.ops import Ops, copy_sliced_state
 from tests.conftest import randomise_norms
 
@@ -228,7 +229,7 @@ def test_supernet_members_equal_their_extracted_networks(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     space = load_space(tmp_path / "space.yaml")
     torch.manual_seed(0)
-    supernet = HybridSupernet(space).eval()
+    supernet = SpaceSupernet(space).eval()
     randomise_norms(supernet)
     for arch in [space.smallest(), space.largest(), *(space.sample(random.Random(seed)) for seed in range(8))]:
         supernet.set_active(arch)

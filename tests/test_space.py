@@ -6,6 +6,7 @@ import pytest
 
 from nas.arch import load_arch
 from nas.errors import NasError
+from nas.search.encoding import suggest, to_params
 from nas.space import load_space, space_from_dict
 from supernet.blocks import FAMILIES
 from tests.conftest import ROOT, TINY_SPACE
@@ -31,7 +32,7 @@ def test_samples_are_members_and_suggest_inverts_to_params(tiny_space):
     for _ in range(50):
         arch = tiny_space.sample(rng)
         assert tiny_space.contains(arch)
-        assert tiny_space.suggest(optuna.trial.FixedTrial(tiny_space.to_params(arch))) == arch
+        assert suggest(tiny_space, optuna.trial.FixedTrial(to_params(tiny_space, arch))) == arch
 
 
 def test_smallest_is_smaller_than_largest(tiny_space):
@@ -92,7 +93,7 @@ def test_every_reference_architecture_is_a_member_of_the_union_space(hybrid_spac
     per_block_lists = any(isinstance(v, tuple) and FAMILIES[s.family].knobs[k].per_block
                           for s in arch.stages for k, v in s.knob_items)
     if not per_block_lists:  # Optuna suggests one value per stage; GhostNet's per-block lists are members only
-        assert hybrid_space.suggest(optuna.trial.FixedTrial(hybrid_space.to_params(arch))) == arch
+        assert suggest(hybrid_space, optuna.trial.FixedTrial(to_params(hybrid_space, arch))) == arch
 
 
 def test_slots_follow_the_stem_stride_and_may_be_left_out(hybrid_space):
@@ -134,5 +135,5 @@ def test_a_new_study_is_warm_started_with_the_reference_members(hybrid_space, tm
                 if "reference" in t.user_attrs}
     assert done == 0 and set(labelled) == set(members)
     for name, params in labelled.items():  # each enqueued trial is that reference architecture
-        assert hybrid_space.with_num_classes(10).suggest(optuna.trial.FixedTrial(params)) == members[name]
+        assert suggest(hybrid_space.with_num_classes(10), optuna.trial.FixedTrial(params)) == members[name]
     assert reference_members(load_space(TINY_SPACE)) == {}

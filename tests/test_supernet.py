@@ -3,14 +3,16 @@ import random
 import torch
 
 from nas.complexity import count_params
-from supernet.network import HybridSupernet, build
+from nas.search.encoding import suggest, to_params
+from nas.weight_sharing import SpaceSupernet
+from supernet.network import build
 from tests.conftest import randomise_norms
 
 
-def _eval_supernet(space) -> HybridSupernet:
+def _eval_supernet(space) -> SpaceSupernet:
     """A seeded supernet with non-trivial norm statistics, in eval mode (so equality means something)."""
     torch.manual_seed(0)
-    supernet = HybridSupernet(space)
+    supernet = SpaceSupernet(space)
     randomise_norms(supernet)
     return supernet.eval()
 
@@ -33,7 +35,7 @@ def test_extracted_subnets_match_the_supernet_on_many_archs(hybrid_cpu_space):
         assert torch.allclose(net(x), expected, atol=1e-5, rtol=0), arch.to_dict()
         assert count_params(net) == count_params(build(arch))
         assert not any(type(m).__name__.startswith("Elastic") for m in net.modules())
-        assert space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+        assert suggest(space, optuna.trial.FixedTrial(to_params(space, arch))) == arch
         seen.update(s.family for s in arch.stages)
         seen.update({("stem", arch.stem_type), ("head", arch.head_type), ("tokens", arch.global_tokens),
                      ("stages", len(arch.stages))})
@@ -45,7 +47,7 @@ def test_extracted_subnets_match_the_supernet_on_many_archs(hybrid_cpu_space):
 
 
 def test_supernet_trains_through_any_member(tiny_space):
-    supernet = HybridSupernet(tiny_space)
+    supernet = SpaceSupernet(tiny_space)
     arch = tiny_space.sample(random.Random(3))
     supernet.set_active(arch)
     supernet(torch.randn(4, 1, 32, 32)).sum().backward()
@@ -57,7 +59,7 @@ def test_non_members_are_refused(tiny_space):
 
     import pytest
 
-    supernet = HybridSupernet(tiny_space)
+    supernet = SpaceSupernet(tiny_space)
     too_wide = dataclasses.replace(tiny_space.largest(), head_width=512)
     with pytest.raises(ValueError, match="not a member"):
         supernet.set_active(too_wide)
@@ -82,7 +84,7 @@ def test_every_family_extracts_exactly_from_one_supernet():
         assert torch.allclose(supernet.extract(arch).eval()(x), supernet(x), atol=1e-5, rtol=0), arch.to_dict()
         families_seen.update(s.family for s in arch.stages)
         # Optuna stores list-valued knobs (RASA dilations) as text; suggest() must give the arch back
-        assert space.suggest(optuna.trial.FixedTrial(space.to_params(arch))) == arch
+        assert suggest(space, optuna.trial.FixedTrial(to_params(space, arch))) == arch
     assert families_seen == {"ghost", "csa", "mhsa", "rasa", "saa", "lightvit", "fwa"}
 
 

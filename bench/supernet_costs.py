@@ -1,8 +1,8 @@
 """Supernet costs on this machine: the active path vs the extracted sub-network vs the same arch built directly,
 and sandwich-rule training throughput.
 
-    .venv/bin/python bench/supernet.py                                  # hybrid_cpu space, 20 sub-networks
-    .venv/bin/python bench/supernet.py --space search_spaces/hybrid.yaml --archs 6 --no-train
+    .venv/bin/python bench/supernet_costs.py                            # hybrid_cpu space, 20 sub-networks
+    .venv/bin/python bench/supernet_costs.py --space search_spaces/hybrid.yaml --archs 6 --no-train
 
 For each sampled sub-network (plus the space's smallest and largest), three models are timed side by side in
 this one run with the standard protocol (torch eager, batch 1, 1 thread): the supernet with that member active
@@ -18,12 +18,10 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def geometric_mean(values: list[float]) -> float:
@@ -44,12 +42,13 @@ def main() -> None:
 
     from nas.latency import measure_latency
     from nas.space import load_space
-    from supernet.network import HybridSupernet, build
+    from nas.weight_sharing import SpaceSupernet
+    from supernet.network import build
 
     cpu = torch.device("cpu")
     space = load_space(args.space)
     torch.manual_seed(0)
-    supernet = HybridSupernet(space).eval()
+    supernet = SpaceSupernet(space).eval()
     rng = random.Random(0)
     archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(args.archs)]
     print(f"space {space.name}: supernet {sum(p.numel() for p in supernet.parameters()) / 1e6:.2f}M parameters; "
@@ -74,15 +73,13 @@ def main() -> None:
         return
 
     from nas.data import load_data
-    from supernet.training import TrainConfig, train_supernet
+    from nas.supernet_training import TrainConfig, load_supernet_checkpoint, train_supernet
 
     data = load_data(limit_train=args.train_images)
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="nas-bench-supernet-") as folder:
         path = train_supernet(space.with_num_classes(data.num_classes), data, Path(folder), TrainConfig(epochs=1),
                               cpu, log=lambda _: None)
-        from supernet.training import load_supernet_checkpoint
-
         record = load_supernet_checkpoint(path)["history"][-1]
     print(f"sandwich training ({torch.get_num_threads()} threads, batch {TrainConfig.batch_size}, "
           f"{2 + TrainConfig.random_subnets} members per step): {record['images_per_s']:.0f} images/s "
