@@ -1,100 +1,387 @@
-"""Image data: the embedded Fashion-MNIST subset, an `.npz` file, or an ImageFolder directory.
+"""Image data as datasets read through torch `DataLoader`s: the embedded Fashion-MNIST subset, an `.npz` file, or
+an image folder (`root/<class>/*`, or `root/{train,val,test}/<class>/*`).
 
-Images are kept as uint8 at their stored size and brought to a model's resolution and channel count on demand
-(`Splits.tensors`). A validation split is held out from train (stratified, seeded) for search-time evaluation;
-the test split is used only to report.
+Image folders are decoded lazily, one file at a time, by the loader's worker processes: memory does not grow with
+the number of images. Training images go through timm's transform (RandomResizedCrop, flip, optional RandAugment
+and random erasing), evaluation images through resize and centre crop (timm's eval transform). The small `.npz`
+sets stay in memory as uint8 and are converted a batch at a time, with cheap 2-pixel shifts and flips (and
+optional RandAugment) for training.
+
+Every training batch comes from `EpochBatches`: a seeded permutation per (seed, epoch), cut into global batches,
+each split across the torchrun ranks so that together they cover the epoch exactly once, each rank reading only
+its own part. Each image also draws a seed for its augmentation from the same permutation, so a resumed or
+multi-process run sees the images one process would.
+
+A validation split is held out from train (stratified, seeded); from a folder without `test/`, a test split too.
+For a folder, what was held out is written to the run folder (`SPLIT_FILE`) with a fingerprint of the folder, so
+a resumed run uses the same split and refuses a folder that changed. An unreadable image is skipped (the next file
+stands in) and counted (`Splits.skipped`); a folder that is empty or mostly unreadable is refused before any work
+starts.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import os
+import random
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from nas.space import SearchSpace, load_space
 
 EMBEDDED = "fashion-mnist"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN, STD = 0.5, 0.5  # inputs are scaled to [-1, 1]; exported models expect the same
+CROP_PCT = 0.875  # evaluation: resize to resolution / CROP_PCT, then the centre crop (timm's default)
+SPLIT_FILE = "data_split.json"
+MAX_UNREADABLE_IN_A_ROW = 16  # a loader gives up (an error) after so many files in a row fail
+PROBE_IMAGES = 32  # images of each split opened before any work starts: a folder mostly unreadable is refused
+RECALIBRATION_IMAGES = 1024  # the fixed training subset BatchNorm statistics are recomputed on
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation beyond the defaults (random crop or shift, flip): RandAugment and random erasing."""
+
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
+    random_erasing: float = 0.0
 
 
 @dataclass
 class Splits:
-    """uint8 images in NCHW at their stored size, int64 labels, per split."""
+    """Per split, int64 labels and either uint8 NCHW images in memory (`images`) or image files (`files`)."""
 
-    images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     class_names: list[str]
     source: str
-    _cache: dict = field(default_factory=dict, repr=False)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    workers: int = 0  # loader worker processes for image files (in-memory sets are converted in this process)
+    held_out: dict[str, Any] | None = None  # what `save_split` writes for a folder
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> why, as met while loading
+    _evaluation: dict[tuple, "Batches"] = field(default_factory=dict, repr=False)  # kept: their workers persist
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def size(self, split: str) -> int:
-        return len(self.labels[split])
+    @property
+    def crop_pct(self) -> float:
+        """The share of an image's shorter side that evaluation keeps (timm's crop_pct): the whole image of an
+        in-memory set, the centre `CROP_PCT` of image files."""
+        return CROP_PCT if self.files else 1.0
 
-    def tensors(self, split: str, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float images normalised to [-1, 1] at `resolution` with `channels` channels, and labels."""
-        key = (split, resolution, channels)
-        if key not in self._cache:
-            x = torch.from_numpy(self.images[split]).float().div_(255.0)
-            if x.shape[1] != channels:
-                x = x.mean(1, keepdim=True) if channels == 1 else x[:, :1].expand(-1, channels, -1, -1)
-                if x.shape[1] != channels:
-                    raise NasError(f"cannot turn {self.images[split].shape[1]}-channel images into {channels}")
-            if x.shape[-2:] != (resolution, resolution):
-                x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                                  antialias=True)
-            self._cache[key] = ((x - MEAN) / STD).contiguous(), torch.from_numpy(self.labels[split])
-        return self._cache[key]
+    def size(self, split: str) -> int:
+        return len(self.labels.get(split, ()))
+
+    def dataset(self, split: str, resolution: int, channels: int, train: bool = False,
+                augment: Augment = Augment()) -> Dataset:
+        """The split as a dataset of `channels`-channel images at `resolution`, normalised to [-1, 1], keyed by
+        (index, augmentation seed or None) as `EpochBatches` yields them."""
+        if split in self.images:
+            if self.images[split].shape[1] not in (1, channels) and channels != 1:
+                raise NasError(f"{self.source}: cannot turn {self.images[split].shape[1]}-channel images into "
+                               f"{channels}")
+            return ArrayImages(self.images[split], self.labels[split], resolution, channels, train, augment)
+        return ImageFiles(self.files[split], self.labels[split], resolution, channels, train, augment)
+
+    def loader(self, split: str, resolution: int, channels: int, batch_size: int, train: bool = False,
+               seed: int = 0, augment: Augment = Augment(), indices: Sequence[int] | None = None,
+               rank: int = 0, world: int = 1, pin_memory: bool = False) -> "Batches":
+        """Batches of `split` (of `indices` only, if given): shuffled and augmented per (seed, epoch) when
+        `train`, else in order (and kept, so that a search's many evaluations reuse their loader and its worker
+        processes); this rank's part of each global batch of `batch_size`."""
+        key = (split, resolution, channels, batch_size, None if indices is None else tuple(indices), pin_memory)
+        if not train and world == 1 and key in self._evaluation:
+            return self._evaluation[key]
+        sampler = EpochBatches(range(self.size(split)) if indices is None else indices, batch_size, train, seed,
+                               rank, world)
+        dataset = self.dataset(split, resolution, channels, train, augment)
+        workers = self.workers if split in self.files else 0
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                            collate_fn=dataset.collate, persistent_workers=workers > 0,
+                            prefetch_factor=4 if workers else None)
+        batches = Batches(loader, sampler, self.skipped)
+        if not train and world == 1:
+            self._evaluation[key] = batches
+        return batches
+
+    def recalibration(self, resolution: int, channels: int, batch_size: int = 128) -> "Batches":
+        """The fixed subset of training images (evaluation transform) that BatchNorm statistics are recomputed
+        on: the first `RECALIBRATION_IMAGES` of a seeded permutation, the same for every sub-network."""
+        order = np.random.default_rng(0).permutation(self.size("train"))[:RECALIBRATION_IMAGES]
+        return self.loader("train", resolution, channels, batch_size, indices=order.tolist())
+
+    def save_split(self, run_dir: Path) -> None:
+        """Write what was held out of a folder (and the folder's fingerprint) to `run_dir`, once."""
+        path = run_dir / SPLIT_FILE
+        if self.held_out is not None and not path.exists():
+            path.write_text(json.dumps(self.held_out))
+
+    def note_skipped(self, log: Callable[[str], None], already: int) -> int:
+        """Log the images skipped since `already` were; returns how many are skipped in all."""
+        if len(self.skipped) > already:
+            named = list(self.skipped.items())[already:already + 5]
+            more = len(self.skipped) - already - len(named)
+            log(f"skipped {len(self.skipped) - already} unreadable image(s): "
+                + "; ".join(f"{path} ({why})" for path, why in named) + (f"; and {more} more" if more else ""))
+        return len(self.skipped)
+
+
+class Batches:
+    """A split's `DataLoader` and its sampler: `epoch(e)` yields (images, labels, share) of epoch e from step
+    `start` on, where share is this rank's part of the global batch times the number of ranks (a loss weighted by
+    it makes DDP's average over ranks the global batch's mean). Iterating it yields (images, labels) once over."""
+
+    def __init__(self, loader: DataLoader, sampler: "EpochBatches", skipped: dict[str, str]) -> None:
+        self.loader, self.sampler, self.skipped = loader, sampler, skipped
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def images(self) -> int:
+        return len(self.sampler.indices)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        self.sampler.set_epoch(epoch, start)
+        for step, (x, y, unreadable) in enumerate(self.loader, start):
+            self.skipped.update(unreadable)
+            yield x, y, self.sampler.share(step, len(y))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.epoch(0):
+            yield x, y
+
+
+class EpochBatches(Sampler):
+    """This rank's part of each global batch of one epoch, as lists of (index, augmentation seed or None).
+
+    Shuffled, the order and the seeds come from (seed, epoch); the global batches are those one process would
+    draw, and `torch.tensor_split` gives rank r its r-th part, so the ranks cover the epoch exactly once. A last
+    global batch too small to give every rank an image is dropped (`dropped` says how many images)."""
+
+    def __init__(self, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        self.indices, self.batch_size, self.shuffle, self.seed = list(indices), batch_size, shuffle, seed
+        self.rank, self.world, self.epoch, self.start = rank, world, 0, 0
+        left_over = len(self.indices) % batch_size
+        self.dropped = left_over if 0 < left_over < world else 0
+
+    def __len__(self) -> int:
+        return -(-(len(self.indices) - self.dropped) // self.batch_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw epoch `epoch`'s batches, from step `start` on (the steps before were done before a restart)."""
+        self.epoch, self.start = epoch, start
+
+    def share(self, step: int, images: int) -> float:
+        """`images` of this rank at `step` as a share of the global batch, times the number of ranks."""
+        whole = min(self.batch_size, len(self.indices) - self.dropped - step * self.batch_size)
+        return images * self.world / whole
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        count = len(self.indices) - self.dropped
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(len(self.indices), generator=generator)[:count].tolist()
+            seeds = torch.randint(0, 2**31, (count,), generator=generator).tolist()
+        else:
+            order, seeds = list(range(count)), [None] * count
+        for start in range(self.start * self.batch_size, count, self.batch_size):
+            part = range(start, min(start + self.batch_size, count))
+            mine = np.array_split(np.arange(part.start, part.stop), self.world)[self.rank]
+            yield [(self.indices[order[i]], seeds[i]) for i in mine]
+
+
+class ArrayImages(Dataset):
+    """uint8 NCHW images in memory, brought to the model's size a batch at a time (`__getitems__`)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, resolution: int, channels: int, train: bool,
+                 augment: Augment) -> None:
+        self.images, self.labels, self.resolution, self.channels = images, labels, resolution, channels
+        self.train, self.augment = train, augment
+        self.randaugment = None
+        if train and augment.randaugment_ops:
+            from torchvision.transforms import v2
+
+            self.randaugment = v2.RandAugment(augment.randaugment_ops, augment.randaugment_magnitude)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, keys: list[tuple[int, int | None]]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        index = [i for i, _ in keys]
+        pictures = torch.from_numpy(self.images[index])
+        if self.randaugment is not None:
+            pictures = torch.stack([_seeded(seed, self.randaugment, p) for p, (_, seed) in zip(pictures, keys)])
+        x = pictures.float().div_(255.0)
+        if x.shape[1] != self.channels:
+            x = x.mean(1, keepdim=True) if self.channels == 1 else x.expand(-1, self.channels, -1, -1)
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False,
+                              antialias=True)
+        x = (x - MEAN) / STD
+        if self.train:
+            x = shift_and_flip(x, [seed for _, seed in keys])
+        return x.contiguous(), torch.from_numpy(self.labels[index]), {}
+
+    @staticmethod
+    def collate(batch: tuple[torch.Tensor, torch.Tensor, dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        return batch
+
+
+class ImageFiles(Dataset):
+    """Image files decoded one at a time (Pillow) through timm's train or eval transform."""
+
+    def __init__(self, files: list[Path], labels: np.ndarray, resolution: int, channels: int, train: bool,
+                 augment: Augment) -> None:
+        from timm.data import create_transform
+
+        self.files, self.labels, self.channels = files, labels, channels
+        options: dict[str, Any] = {"mean": (MEAN,) * 3, "std": (STD,) * 3, "interpolation": "bilinear"}
+        if train:
+            options.update(re_prob=augment.random_erasing, auto_augment=(
+                f"rand-m{augment.randaugment_magnitude}-n{augment.randaugment_ops}-mstd0.5"
+                if augment.randaugment_ops else None))
+        else:
+            options["crop_pct"] = CROP_PCT
+        self.transform = create_transform(resolution, is_training=train, **options)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: tuple[int, int | None]) -> tuple[torch.Tensor, int, dict[str, str]]:
+        """The image at `key`'s index; an unreadable one is noted and the next readable file stands in for it
+        (batches keep their size, so the ranks under torchrun stay in step)."""
+        index, seed = key
+        unreadable = {}
+        for attempt in range(MAX_UNREADABLE_IN_A_ROW):
+            path = self.files[(index + attempt) % len(self.files)]
+            try:
+                picture = open_image(path)
+            except NasError as error:
+                unreadable[str(path)] = str(error)
+                continue
+            x = _seeded(seed, self.transform, picture)
+            label = int(self.labels[(index + attempt) % len(self.files)])
+            return (x.mean(0, keepdim=True) if self.channels == 1 else x), label, unreadable
+        raise NasError(f"{MAX_UNREADABLE_IN_A_ROW} unreadable images in a row, e.g. {path}: {unreadable[str(path)]}")
+
+    @staticmethod
+    def collate(samples: list[tuple[torch.Tensor, int, dict[str, str]]]
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+        unreadable = {path: why for _, _, noted in samples for path, why in noted.items()}
+        return (torch.stack([x for x, _, _ in samples]), torch.tensor([y for _, y, _ in samples]), unreadable)
+
+
+def open_image(path: Path) -> Any:
+    """The image at `path` as RGB (a Pillow image), or a NasError saying why it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            return picture.convert("RGB")
+    except UnidentifiedImageError:
+        raise NasError("not an image file Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise NasError(first_line(error) or type(error).__name__) from None
+
+
+def _seeded(seed: int | None, transform: Callable, picture: Any) -> Any:
+    """`transform(picture)` with torch's and Python's generators seeded by `seed` (when given), leaving both as
+    they were: an image's augmentation then depends on its seed alone."""
+    if seed is None:
+        return transform(picture)
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        out = transform(picture)
+    random.setstate(state)
+    return out
+
+
+def shift_and_flip(x: torch.Tensor, seeds: list[int | None], pad: int = 2) -> torch.Tensor:
+    """Each image shifted by up to `pad` pixels each way and flipped at even odds, as its seed says."""
+    _, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), value=-MEAN / STD)
+    side = 2 * pad + 1
+    out = []
+    for image, seed in zip(padded, seeds):
+        seed = seed or 0
+        dy, dx, flip = seed % side, seed // side % side, seed // side**2 % 2
+        shifted = image[:, dy:dy + h, dx:dx + w]
+        out.append(shifted.flip(-1) if flip else shifted)
+    return torch.stack(out)
+
+
+def default_workers() -> int:
+    """Loader workers per process: the cores this process may use, shared among torchrun's local ranks, less
+    one for the training loop itself (at most 8)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1))
 
 
 def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
-              limit_train: int | None = None) -> Splits:
-    """Load `spec` (None or 'fashion-mnist' for the embedded subset, an .npz file, or an image folder)."""
+              limit_train: int | None = None, workers: int | None = None, run_dir: Path | None = None) -> Splits:
+    """Load `spec` (None or 'fashion-mnist' for the embedded subset, an .npz file, or an image folder) with
+    `workers` loader processes for image files (default `default_workers`). A folder's held-out split is taken
+    from `run_dir`'s `SPLIT_FILE` when there is one (a resumed run)."""
+    if workers is not None and not 0 <= workers <= 64:
+        raise NasError(f"--workers {workers}: must be 0-64")
     if spec is None or str(spec) == EMBEDDED:
         with resources.files("nas").joinpath("embedded/fashion_mnist_small.npz").open("rb") as f:
-            images, labels, names = _from_npz(np.load(f), "embedded Fashion-MNIST")
-        source = EMBEDDED
+            data = _from_npz(np.load(f), "embedded Fashion-MNIST", EMBEDDED)
     else:
         path = Path(spec)
         if path.is_dir():
-            images, labels, names = _from_folder(path)
+            saved = run_dir / SPLIT_FILE if run_dir is not None else None
+            data = _from_folder(path, val_fraction, seed, saved if saved is not None and saved.is_file() else None)
         elif path.is_file() and path.suffix == ".npz":
             try:
                 archive = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as error:
                 raise NasError(f"--data {path}: not a readable .npz file ({error})") from None
-            images, labels, names = _from_npz(archive, str(path))
+            data = _from_npz(archive, str(path), str(path))
         elif path.exists():
             raise NasError(f"--data {path}: expected an .npz file or an image folder with one subfolder per class")
         else:
             raise NasError(f"--data {path}: no such file or folder; pass an .npz file or an image folder "
                            f"(one subfolder per class), or leave --data out for the embedded Fashion-MNIST")
-        source = str(path)
-    if "val" not in images:
-        train, val = _stratified_split(labels["train"], val_fraction, seed)
-        images["val"], labels["val"] = images["train"][val], labels["train"][val]
-        images["train"], labels["train"] = images["train"][train], labels["train"][train]
-    if limit_train:
-        images["train"], labels["train"] = images["train"][:limit_train], labels["train"][:limit_train]
-    return Splits(images, labels, names, source)
+    if "val" not in data.labels:  # an .npz without x_val
+        train, val = _stratified_split(data.labels["train"], val_fraction, seed)
+        data.images["val"], data.labels["val"] = data.images["train"][val], data.labels["train"][val]
+        data.images["train"], data.labels["train"] = data.images["train"][train], data.labels["train"][train]
+    if limit_train:  # the first N images; from a folder (listed class by class) N drawn at random, seeded
+        keep = np.arange(min(limit_train, data.size("train")))
+        if data.files:
+            keep = np.sort(np.random.default_rng(seed).permutation(data.size("train"))[:limit_train])
+        data.labels["train"] = data.labels["train"][keep]
+        if data.files:
+            data.files["train"] = [data.files["train"][i] for i in keep]
+        else:
+            data.images["train"] = data.images["train"][keep]
+    data.workers = default_workers() if workers is None else workers
+    return data
 
 
 def load_space_and_data(space_file: str | Path, spec: str | Path | None = None, seed: int = 0,
-                        limit_train: int | None = None) -> tuple[SearchSpace, Splits]:
+                        limit_train: int | None = None, workers: int | None = None,
+                        run_dir: Path | None = None) -> tuple[SearchSpace, Splits]:
     """The space at `space_file`, its classifier fitted to the data's classes, and the data (`load_data`)."""
     space = load_space(space_file)
-    data = load_data(spec, seed=seed, limit_train=limit_train)
+    data = load_data(spec, seed=seed, limit_train=limit_train, workers=workers, run_dir=run_dir)
     return space.with_num_classes(data.num_classes), data
 
 
@@ -109,7 +396,7 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     raise NasError(f"{where}: images must be NHW, NHWC or NCHW, got shape {x.shape}")
 
 
-def _from_npz(archive: np.lib.npyio.NpzFile, where: str) -> tuple[dict, dict, list[str]]:
+def _from_npz(archive: np.lib.npyio.NpzFile, where: str, source: str) -> Splits:
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
     if missing:
         raise NasError(f"{where}: missing arrays {', '.join(sorted(missing))} "
@@ -125,13 +412,28 @@ def _from_npz(archive: np.lib.npyio.NpzFile, where: str) -> tuple[dict, dict, li
         names = [str(n) for n in archive["class_names"]]
     else:
         names = [str(i) for i in range(num_classes)]
-    return images, labels, names
+    return Splits(labels, names, source, images=images)
 
 
-def _from_folder(root: Path) -> tuple[dict, dict, list[str]]:
-    """`root/train/<class>/*` and `root/test/<class>/*` (optional `val/`), or `root/<class>/*` (20 % held out)."""
-    from PIL import Image
+def _list_folder(folder: Path, class_names: list[str]) -> tuple[list[Path], list[int], list[tuple[str, int]]]:
+    """The image files under `folder/<class>/` (sorted), their labels, and (relative name, size) of each."""
+    files, labels, listing = [], [], []
+    for index, name in enumerate(class_names):
+        if not (folder / name).is_dir():
+            continue
+        entries = sorted((e for e in os.scandir(folder / name)
+                          if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES), key=lambda e: e.name)
+        for entry in entries:
+            files.append(Path(entry.path))
+            labels.append(index)
+            listing.append((f"{name}/{entry.name}", entry.stat().st_size))
+    return files, labels, listing
 
+
+def _from_folder(root: Path, val_fraction: float, seed: int, saved: Path | None) -> Splits:
+    """`root/train/<class>/*` and `root/test/<class>/*` (optional `val/`), or `root/<class>/*` (20 % held out
+    for test); validation held out of train when there is no `val/`. `saved`: a `SPLIT_FILE` to take the held-out
+    files from."""
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"all": root}
@@ -139,29 +441,85 @@ def _from_folder(root: Path) -> tuple[dict, dict, list[str]]:
     if not class_names:
         raise NasError(f"--data {root}: no class subfolders found; expected {root}/<class>/<image> "
                        f"or {root}/train/<class>/<image> with {root}/test/<class>/<image>")
-    images, labels = {}, {}
+    files, labels, fingerprint = {}, {}, hashlib.sha256()
     for split, folder in split_dirs.items():
-        pictures, targets, size = [], [], None
-        for index, name in enumerate(class_names):
-            for file in sorted((folder / name).glob("*")) if (folder / name).is_dir() else []:
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                with Image.open(file) as picture:
-                    picture = picture.convert("RGB")
-                    size = size or picture.size
-                    pictures.append(np.asarray(picture.resize(size, Image.BILINEAR)))
-                targets.append(index)
-        if not pictures:
+        found, targets, listing = _list_folder(folder, class_names)
+        if not found:
             raise NasError(f"--data {folder}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        images[split] = _to_nchw(np.stack(pictures), str(folder))
-        labels[split] = np.array(targets, dtype=np.int64)
-    if "all" in images:
-        train, test = _stratified_split(labels["all"], 0.2, seed=0)
-        images = {"train": images["all"][train], "test": images["all"][test]}
-        labels = {"train": labels["all"][train], "test": labels["all"][test]}
-    if "test" not in images:
+        files[split], labels[split] = found, np.array(targets, dtype=np.int64)
+        fingerprint.update(json.dumps([split, listing]).encode())
+    if "all" not in files and "test" not in files:
         raise NasError(f"--data {root}: has train/ but no test/ folder")
-    return images, labels, class_names
+    first = "all" if "all" in files else "train"
+    held_out = None
+    if "all" in files or "val" not in files:
+        held_out = {"source": str(root.resolve()), "fingerprint": fingerprint.hexdigest(), "seed": seed,
+                    "val_fraction": val_fraction}
+        if saved is not None:
+            held_out = _read_split(saved, held_out)
+        else:
+            names = [str(f.relative_to(split_dirs[first])) for f in files[first]]
+            rest = np.arange(len(names))
+            if "all" in files:
+                rest, test = _stratified_split(labels["all"], 0.2, seed=0)
+                held_out["test"] = [names[i] for i in test]
+            _, val = _stratified_split(labels[first][rest], val_fraction, seed)
+            held_out["val"] = [names[i] for i in rest[val]]
+        files, labels = _apply_split(files, labels, split_dirs[first], first, held_out)
+    splits = Splits(labels, class_names, str(root), files=files, held_out=held_out)
+    _probe(splits)
+    return splits
+
+
+def _read_split(path: Path, current: dict[str, Any]) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise NasError(f"{path}: not a readable split file ({first_line(error)}); use a new --run-dir") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("val"), list):
+        raise NasError(f"{path}: not a split file written by nas; use a new --run-dir")
+    if saved.get("fingerprint") != current["fingerprint"]:
+        raise NasError(f"--data {current['source']}: the folder changed since this run began (files added, removed "
+                       f"or rewritten; its split is in {path}); restore it, or start a new --run-dir")
+    return saved
+
+
+def _apply_split(files: dict[str, list[Path]], labels: dict[str, np.ndarray], folder: Path, first: str,
+                 held_out: dict[str, Any]) -> tuple[dict[str, list[Path]], dict[str, np.ndarray]]:
+    """Train, val and test as `held_out` names them, out of the split `first` (train, or all of a flat folder)."""
+    position = {str(f.relative_to(folder)): i for i, f in enumerate(files[first])}
+    chosen = {split: np.array([position[name] for name in held_out.get(split, [])], dtype=np.int64)
+              for split in ("val", "test")}
+    taken = np.zeros(len(files[first]), dtype=bool)
+    for index in chosen.values():
+        taken[index] = True
+    chosen["train"] = np.flatnonzero(~taken)
+    result_files, result_labels = dict(files), dict(labels)
+    result_files.pop("all", None)
+    result_labels.pop("all", None)
+    for split, index in chosen.items():
+        if split == "test" and "all" not in files:
+            continue
+        result_files[split] = [files[first][i] for i in index]
+        result_labels[split] = labels[first][index]
+    return result_files, result_labels
+
+
+def _probe(data: Splits) -> None:
+    """Open up to `PROBE_IMAGES` seeded-random images of each split: refuse a folder mostly unreadable."""
+    rng = random.Random(0)
+    for split, files in data.files.items():
+        sample = rng.sample(files, min(PROBE_IMAGES, len(files)))
+        failures = {}
+        for path in sample:
+            try:
+                open_image(path)
+            except NasError as error:
+                failures[str(path)] = str(error)
+        if len(failures) * 2 > len(sample):
+            path, why = next(iter(failures.items()))
+            raise NasError(f"--data {data.source}: {len(failures)} of {len(sample)} {split} images tried are "
+                           f"unreadable (e.g. {path}: {why}); check the folder")
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,36 +531,3 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     mask = np.zeros(len(labels), dtype=bool)
     mask[held] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
-            augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches in order, or shuffled (and augmented: random 2-pixel shifts, flips) with `generator`."""
-    order = torch.randperm(len(x), generator=generator) if generator is not None else torch.arange(len(x))
-    for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
-        xb = x[index]
-        if augment:
-            xb = _shift_and_flip(xb, generator)
-        yield xb, y[index]
-
-
-def training_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int,
-                   desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented mini-batches (a tqdm bar), ordered by (seed, epoch) so a resumed run
-    repeats it."""
-    from tqdm import tqdm
-
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return tqdm(batches(x, y, batch_size, generator, augment=True), total=math.ceil(len(x) / batch_size),
-                leave=False, desc=desc, disable=None)
-
-
-def _shift_and_flip(x: torch.Tensor, generator: torch.Generator | None, pad: int = 2) -> torch.Tensor:
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), value=-MEAN / STD)
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
-    shifted = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
-    flip = torch.rand(n, generator=generator) < 0.5
-    shifted[flip] = shifted[flip].flip(-1)
-    return shifted

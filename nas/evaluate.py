@@ -1,21 +1,23 @@
-"""Accuracy of a network: BN recalibration on training images, then top-k accuracy on a split."""
+"""Accuracy of a network: BN recalibration on a fixed subset of training images, then top-k accuracy on a split."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import nn
 
-from nas.data import Splits, batches
+from nas.data import Splits
 
 if TYPE_CHECKING:
     from nas.arch import Arch
 
+EVAL_BATCH = 500
+
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, max_images: int = 1024) -> None:
-    """Recompute BatchNorm running statistics from `x` (weight sharing leaves them stale), then set eval mode."""
+def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Recompute BatchNorm running statistics from `batches` (weight sharing leaves them stale), then set eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
@@ -23,26 +25,27 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128, max
         m.momentum = None  # cumulative average over the recalibration batches
     model.train()
     device = next(model.parameters()).device
-    for start in range(0, min(len(x), max_images), batch_size):
-        model(x[start:start + batch_size].to(device))
+    for x, _ in batches:
+        model(x.to(device, non_blocking=True))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.eval()
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              topk: tuple[int, ...] = (1,)) -> dict[int, float]:
-    """Top-k accuracy (fractions) of `model` in eval mode."""
+    """Top-k accuracy (fractions) of `model` in eval mode over `batches`."""
     model.eval()
     device = next(model.parameters()).device
-    hits = {k: 0 for k in topk}
-    for xb, yb in batches(x, y, batch_size):
-        logits = model(xb.to(device))
-        ranked = logits.topk(max(topk), dim=1).indices.cpu()
+    hits, images = {k: 0 for k in topk}, 0
+    for xb, yb in batches:
+        logits = model(xb.to(device, non_blocking=True))
+        ranked = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices.cpu()
         for k in topk:
             hits[k] += (ranked[:, :k] == yb[:, None]).any(dim=1).sum().item()
-    return {k: hits[k] / len(y) for k in topk}
+        images += len(yb)
+    return {k: hits[k] / images for k in topk}
 
 
 def split_accuracy(model: nn.Module, arch: "Arch", data: Splits, splits: tuple[str, ...] = ("val",)) -> float:
@@ -50,14 +53,14 @@ def split_accuracy(model: nn.Module, arch: "Arch", data: Splits, splits: tuple[s
     hits = images = 0
     for split in splits:
         if data.size(split):
-            x, y = data.tensors(split, arch.resolution, arch.in_channels)
-            hits += accuracy(model, x, y)[1] * len(y)
-            images += len(y)
+            batches = data.loader(split, arch.resolution, arch.in_channels, EVAL_BATCH)
+            hits += accuracy(model, batches)[1] * data.size(split)
+            images += data.size(split)
     return hits / images
 
 
 def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, splits: tuple[str, ...] = ("val",)) -> float:
     """Top-1 of a sub-network extracted from the supernet on `splits`: BN recalibrated on training images first,
     since the supernet's running statistics mix every member's."""
-    recalibrate_bn(net, data.tensors("train", arch.resolution, arch.in_channels)[0])
+    recalibrate_bn(net, data.recalibration(arch.resolution, arch.in_channels))
     return split_accuracy(net, arch, data, splits)

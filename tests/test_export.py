@@ -27,7 +27,7 @@ def _archs(space):
 def image():
     from nas.data import load_data
 
-    return load_data(limit_train=64).tensors("test", 32, 1)[0][:1]
+    return next(iter(load_data(limit_train=64).loader("test", 32, 1, 1)))[0]
 
 
 def test_the_exported_archs_cover_both_families_and_every_fwa_variant(tiny_space):
