@@ -34,10 +34,7 @@ def _device_and_threads(args: argparse.Namespace):
 
 
 def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        print("\n".join(lines))
+    print(json.dumps(result, indent=2) if as_json else "\n".join(lines))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -65,7 +62,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, distill=args.distill,
                          checkpoint_every=args.checkpoint_every)
     result = train_supernet_run(args.space, config, device, args.data, args.limit_train,
-                                Path(args.run_dir) if args.run_dir else None, log)
+                                Path(args.run_dir) if args.run_dir else None, log, args.data_workers)
     if result is not None:  # None on torchrun's ranks other than 0: rank 0 reports
         last = result["history"][-1]
         _emit(result, args.json, [f"supernet checkpoint: {result['checkpoint']}", f"largest member val accuracy "
@@ -80,7 +77,7 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
 
     result = rank_supernet_file(args.space, Path(args.supernet), args.subnets, args.epochs, _device_and_threads(args),
                                 args.data, args.seed, args.limit_train, Path(args.run_dir) if args.run_dir else None,
-                                log)
+                                log, args.data_workers)
     _emit(result, args.json, rank_lines(result))
     return 0
 
@@ -169,9 +166,11 @@ def _group(sub: Any, name: str, summary: str, example: str, dest: str) -> Any:
 def _data_options(parser: argparse.ArgumentParser, seed: int | None = 0) -> None:
     """--data, --limit-train and --seed (default `seed`; None where a saved config may supply it)."""
     parser.add_argument("--data", help="an .npz file or an image folder (default: the embedded Fashion-MNIST subset)")
-    parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--limit-train", type=int, help="use only N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=seed, help="seed for data order, sampling and initialisation "
                         "(default: 0)")
+    parser.add_argument("--data-workers", type=int, metavar="N", help="loader processes decoding image files "
+                        "(default: the free cores, at most 8)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
     retrain.add_argument("--runtime", help="torch, torch-compile or onnxruntime: the runtime checked against the "
                          "budget (default: the search's); torch and onnxruntime are always measured")
+    retrain.add_argument("--compile", action="store_true", help="train through torch.compile (faster on a GPU)")
     retrain.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _data_options(retrain)
 

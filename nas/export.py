@@ -184,9 +184,10 @@ def export_and_verify(model: torch.nn.Module, arch: Arch, data: Splits, path: Pa
     compared, atol and ok.
     """
     path = Path(path)
-    x = data.tensors("test", arch.resolution, arch.in_channels)[0][:images]
-    if len(x) == 0:
+    if data.size("test") == 0:
         raise NasError(f"{data.source}: no test images to verify the ONNX export on; pass --data with a test split")
+    x, _ = next(iter(data.loader("test", arch.resolution, arch.in_channels, images,
+                                 indices=range(min(images, data.size("test"))))))
     cpu_model = _on_cpu(model)
     staged = path.with_name(f"{path.stem}.unverified{path.suffix}")
     export_onnx(cpu_model, arch.in_channels, arch.resolution, staged)
@@ -225,7 +226,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1
     if out.resolve() == checkpoint.resolve():
         raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
     model, arch = read_checkpoint(checkpoint)
-    data = load_data(data_spec)
+    data = load_data(data_spec, workers=0)  # a few test images: no loader processes
     result = export_and_verify(model, arch, data, out, atol)
     return {**result, "checkpoint": str(checkpoint), "arch_id": arch.arch_id, "data": data.source,
             "input": [1, arch.in_channels, arch.resolution, arch.resolution]}

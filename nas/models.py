@@ -26,14 +26,15 @@ from supernet.network import build
 # What `nas retrain` writes (checkpoint.pt, model.pt); the version is raised when a resumed run could not follow
 # the interrupted one's path from an older checkpoint
 CHECKPOINT_KIND = "nas-model"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: augmentation drawn per image by the loader
 
 TIMM_NAME = "nas_model"
 RETRAINED_HINT = "pass a retrained model (model.pt or checkpoint.pt from `nas retrain`)"
 
 
 def read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch]:
-    """The model of a retrained checkpoint, weights loaded, in eval mode, and its Arch; NasError for any other file."""
+    """The model of a retrained checkpoint, weights loaded, in eval mode, with its timm data config
+    (`pretrained_cfg`), and its Arch; NasError for any other file."""
     path = Path(path)
     payload = load_checkpoint(path, CHECKPOINT_KIND, hint=RETRAINED_HINT)
     if "arch" not in payload or "model" not in payload:
@@ -45,14 +46,15 @@ def read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch]:
     except (RuntimeError, TypeError, AttributeError) as error:
         first = first_line(error)
         raise NasError(f"{path}: its weights do not fit its arch ({first}); {RETRAINED_HINT}") from None
+    model.pretrained_cfg = data_config(arch, payload.get("crop_pct", 1.0))
     return model.eval(), arch
 
 
-def data_config(arch: Arch) -> dict[str, Any]:
-    """A timm pretrained_cfg for a model of `arch`: nas feeds whole images resized (bilinear) to the arch's
-    resolution and scaled to [-1, 1]."""
+def data_config(arch: Arch, crop_pct: float = 1.0) -> dict[str, Any]:
+    """A timm pretrained_cfg for a model of `arch`: nas resizes images (bilinear), keeps the centre `crop_pct` (the
+    whole image of an in-memory set, 0.875 of image files) at the arch's resolution and scales it to [-1, 1]."""
     return {"architecture": TIMM_NAME, "input_size": (arch.in_channels, arch.resolution, arch.resolution),
-            "fixed_input_size": True, "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+            "fixed_input_size": True, "interpolation": "bilinear", "crop_pct": crop_pct, "crop_mode": "center",
             "mean": (MEAN,) * arch.in_channels, "std": (STD,) * arch.in_channels, "num_classes": arch.num_classes}
 
 
@@ -75,7 +77,7 @@ def nas_model(pretrained: bool = False, checkpoint: str | Path | None = None, pr
             raise NasError(f"{TIMM_NAME}: option {key}={value!r} is not supported; the checkpoint fixes the network")
         if value != fixed[key]:
             raise NasError(f"{TIMM_NAME}: {key}={value!r}, but {checkpoint} has {key}={fixed[key]}")
-    cfg = {**data_config(arch), **(pretrained_cfg_overlay or {})}
+    cfg = {**model.pretrained_cfg, **(pretrained_cfg_overlay or {})}
     model.pretrained_cfg = cfg
     model.default_cfg = cfg
     return model.train()

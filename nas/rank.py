@@ -162,6 +162,7 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
                 "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed,
                 "evaluated_on": "+".join(HELD_OUT)}
     subnets = _plan(run_dir, settings, space, count, seed)
+    data.save_split(run_dir)
     results = run_dir / "rank_results.jsonl"
     done = {}
     if results.is_file():
@@ -197,16 +198,18 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
 
 def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
                        data: str | None = None, seed: int = 0, limit_train: int | None = None,
-                       run_dir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                       run_dir: Path | None = None, log: Callable[[str], None] = print,
+                       workers: int | None = None) -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
-    at `space_file`, in `run_dir` (default: rank/ beside the checkpoint). The result carries its `run_dir`."""
+    at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes. The result
+    carries its `run_dir`."""
     if count < 3 or epochs < 1:
         raise NasError("--subnets must be at least 3 and --epochs at least 1")
     if not supernet_file.is_file():
         raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
-    space, splits = load_space_and_data(space_file, data, seed, limit_train)
-    supernet = load_supernet(supernet_file, space).to(device)
     run_dir = run_dir or supernet_file.parent / "rank"
+    space, splits = load_space_and_data(space_file, data, seed, limit_train, workers, run_dir)
+    supernet = load_supernet(supernet_file, space).to(device)
     result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log)
     return {**result, "run_dir": str(run_dir)}
 

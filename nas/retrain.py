@@ -1,15 +1,16 @@
 """Retrain a searched (or any) architecture standalone; then test accuracy, ONNX export, latency and a model card.
 
 The recipe (`Recipe`; timm's pieces where timm has them): AdamW with a warm-up + cosine schedule, label
-smoothing, mixup/CutMix (timm `Mixup`), RandAugment (torchvision, drawn per image), random shifts and flips, drop
-path, an EMA of the weights (timm `ModelEmaV3`), gradient clipping, AMP on CUDA. `default_recipe` scales it to
+smoothing, mixup/CutMix (timm `Mixup`), the loader's augmentation (`nas.data`: random crops or shifts, flips,
+RandAugment, random erasing), drop path, an EMA of the weights (timm `ModelEmaV3`), gradient clipping, AMP and
+channels_last on CUDA, optionally torch.compile. `default_recipe` scales it to
 the size of the data; a recipe YAML (`load_recipe`) overrides any field. The weights may start from the supernet
 (`init: supernet`), and the network may also learn from the supernet's largest member (`distill` > 0).
 
 A checkpoint is written every epoch; running the same command again resumes from it. Data order and every random
 draw of an epoch (augmentation, mixing, drop path) come from (seed, epoch), so a resumed CPU run ends where an
-uninterrupted one does. Under torchrun each process trains on its slice of every batch (DDP); rank 0 evaluates,
-writes and measures.
+uninterrupted one does. Under torchrun each process reads and trains on its part of every batch (DDP); rank 0
+evaluates, writes and measures.
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from torch import nn
 
 from nas.arch import Arch, read_yaml
 from nas.complexity import count_macs, count_params
-from nas.data import MEAN, STD, Splits
+from nas.data import Augment, Splits
 from nas.errors import NasError
-from nas.evaluate import accuracy
+from nas.evaluate import EVAL_BATCH, accuracy
 from nas.latency import CAREFUL, LatencyCache, device_lock, measure_arch
 from nas.models import CHECKPOINT_KIND, CHECKPOINT_VERSION, read_checkpoint
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from nas.supernet_training import load_supernet
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, rank_slice, run_epoch, wrap_for_ranks)
+                          process_group, rank_and_world, run_epoch, wrap_for_ranks)
 from supernet.network import build
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Recipe:
     mix_prob: float = 1.0  # share of batches mixed (mixup or CutMix at even odds) when either is on
     randaugment_ops: int = 0  # RandAugment operations per image; 0 turns it off
     randaugment_magnitude: int = 9  # 0-30
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of an image (timm RandomErasing)
     drop_path: float = 0.0  # stochastic depth of the deepest block (rising linearly from 0)
     ema_decay: float = 0.0  # decay of the weights' exponential moving average; 0 turns it off
     clip_grad: float = 5.0  # gradient norm clip; 0 turns it off
@@ -81,6 +83,7 @@ class Recipe:
             (not 0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
             (self.randaugment_ops < 0, "randaugment_ops must be >= 0"),
             (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in 0-30"),
+            (not 0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1]"),
             (not 0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (not 0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.clip_grad < 0, "clip_grad must be >= 0"),
@@ -97,15 +100,16 @@ def default_recipe(train_images: int, **overrides: Any) -> Recipe:
 
     Small sets (under 20k images, such as the embedded one) get 15 epochs and light regularisation (mixup on a
     third of the batches, one RandAugment op at magnitude 5, drop path 0.05); medium ones (under 200k) 30 epochs,
-    half the batches mixed, two ops at 7, drop path 0.1; larger ones 100 epochs, every batch mixed, two ops at 9,
-    drop path 0.1, 5 warm-up epochs. The EMA averages over about a tenth of all steps.
+    half the batches mixed, two ops at 7, random erasing 0.25, drop path 0.1; larger ones 100 epochs, every batch
+    mixed, two ops at 9, random erasing 0.25, drop path 0.1, 5 warm-up epochs. The EMA averages over about a
+    tenth of all steps.
     """
     small, large = train_images < 20_000, train_images >= 200_000
     base: dict[str, Any] = {
         "epochs": 15 if small else 100 if large else 30, "warmup_epochs": 5 if large else 1,
         "mixup": 0.2 if small else 0.8, "cutmix": 1.0, "mix_prob": 0.3 if small else 1.0 if large else 0.5,
         "randaugment_ops": 1 if small else 2, "randaugment_magnitude": 5 if small else 9 if large else 7,
-        "drop_path": 0.05 if small else 0.1}
+        "drop_path": 0.05 if small else 0.1, "random_erasing": 0.0 if small else 0.25}
     settings = {**base, **overrides}
     if "ema_decay" not in overrides:
         steps = settings["epochs"] * math.ceil(train_images / settings.get("batch_size", Recipe.batch_size))
@@ -150,25 +154,11 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed every generator an epoch draws from: torch (RandAugment, drop path), numpy (mixup) and Python."""
+    """Seed every generator an epoch draws from: torch (drop path), numpy (mixup) and Python."""
     value = seed * 100_003 + epoch
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)
-
-
-class RandAugment:
-    """torchvision's RandAugment drawn per image, on batches scaled to [-1, 1] (through uint8, as its ops expect)."""
-
-    def __init__(self, ops: int, magnitude: int) -> None:
-        from torchvision.transforms import v2
-
-        self.transform = v2.RandAugment(num_ops=ops, magnitude=magnitude)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        images = ((x * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8)
-        augmented = torch.stack([self.transform(image) for image in images])
-        return (augmented.float() / 255 - MEAN) / STD
 
 
 def supernet_for(arch: Arch, path: Path) -> "SpaceSupernet":
@@ -192,10 +182,11 @@ def _check_resumable(payload: dict[str, Any], arch: Arch, recipe: Recipe, path: 
 
 
 def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.device, checkpoint: Path,
-                     log: Callable[[str], None] = print, supernet: "SpaceSupernet | None" = None) -> Trained:
+                     log: Callable[[str], None] = print, supernet: "SpaceSupernet | None" = None,
+                     compile_model: bool = False) -> Trained:
     """Train `arch` for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`. `supernet` is
-    needed for `init: supernet` and `distill`. Under torchrun, call it inside `process_group`; rank 0 logs,
-    evaluates and writes."""
+    needed for `init: supernet` and `distill`; `compile_model` trains through torch.compile. Under torchrun, call
+    it inside `process_group`; rank 0 logs, evaluates and writes."""
     from timm.data import Mixup
     from timm.utils import ModelEmaV3
 
@@ -206,9 +197,16 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
     main = rank == 0
     torch.manual_seed(recipe.seed)
     model = build(arch, recipe.drop_path).to(device)
-    x, y = data.tensors("train", arch.resolution, arch.in_channels)
-    x_val, y_val = data.tensors("val", arch.resolution, arch.in_channels)
-    steps = math.ceil(len(x) / recipe.batch_size)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    augment = Augment(recipe.randaugment_ops, recipe.randaugment_magnitude, recipe.random_erasing)
+    batches = data.loader("train", arch.resolution, arch.in_channels, recipe.batch_size, train=True, seed=recipe.seed,
+                          augment=augment, rank=rank, world=world, pin_memory=device.type == "cuda")
+    if batches.sampler.dropped:
+        log(f"dropping the last {batches.sampler.dropped} training image(s): too few for {world} processes")
+    val = data.loader("val", arch.resolution, arch.in_channels, EVAL_BATCH) if main else None
+    steps = len(batches)
     optimizer, scheduler = optimizer_and_schedule(model, recipe.lr, recipe.weight_decay, recipe.epochs,
                                                   recipe.warmup_epochs, steps)
     precision = Precision(device)
@@ -233,30 +231,29 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
     if recipe.mixup or recipe.cutmix:
         mixer = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mix_prob,
                       label_smoothing=recipe.label_smoothing, num_classes=arch.num_classes)
-    augment = RandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude) if recipe.randaugment_ops else None
-    net = wrap_for_ranks(model, device)
+    net = wrap_for_ranks(torch.compile(model) if compile_model else model, device)
 
-    def train_batch(xb: torch.Tensor, yb: torch.Tensor, global_step: int) -> float:
-        if augment is not None:
-            xb = augment(xb)
-        loss = _train_step(net, teacher, xb, yb, recipe, mixer, optimizer, precision)
+    def train_batch(x: torch.Tensor, y: torch.Tensor, share: float, global_step: int) -> float:
+        loss = _train_step(net, model, teacher, x, y, share, recipe, mixer, optimizer, precision)
         if ema is not None:
             ema.update(model, step=global_step)
         return loss
+
+    skipped = 0
 
     with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
         for epoch in range(start_epoch, recipe.epochs):
             seed_epoch(recipe.seed, epoch)
             model.train()
             began = time.perf_counter()
-            total = run_epoch(x, y, recipe.batch_size, recipe.seed, epoch, f"retrain epoch {epoch + 1}/{recipe.epochs}",
-                              scheduler, train_batch)
+            total = run_epoch(batches, epoch, f"retrain epoch {epoch + 1}/{recipe.epochs}", scheduler, train_batch)
+            skipped = data.note_skipped(log, skipped)
             if not main:
                 continue
-            record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, x_val, y_val)[1],
+            record = {"epoch": epoch + 1, "train_loss": total / steps, "val_acc": accuracy(model, val)[1],
                       "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began}
             if ema is not None:
-                record["val_acc_ema"] = accuracy(ema.module, x_val, y_val)[1]
+                record["val_acc_ema"] = accuracy(ema.module, val)[1]
             history.append(record)
             save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "arch": arch.to_dict(),
@@ -273,17 +270,19 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
     return Trained(model.eval(), history, "raw")
 
 
-def _train_step(net: nn.Module, teacher: nn.Module | None, xb: torch.Tensor, yb: torch.Tensor, recipe: Recipe,
-                mixer: Callable | None, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
-    """One optimiser step on the global batch (xb, yb), of which this rank trains on its slice; returns the
-    batch's loss. Mixing happens on the whole batch, so every rank sees the same pairs."""
-    model = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-    target = yb
+def _train_step(net: nn.Module, model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+                share: float, recipe: Recipe, mixer: Callable | None, optimizer: torch.optim.Optimizer,
+                precision: Precision) -> float:
+    """One optimiser step on this rank's part (x, y) of the global batch, `share` its weight; returns the global
+    batch's loss. `net` runs `model` (compiled, DDP-wrapped or itself). Each rank mixes pairs within its part."""
+    device = next(model.parameters()).device
+    x, target = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
     if mixer is not None:
-        if len(xb) % 2:  # pairs are mixed: an odd last batch loses one image
-            xb, yb = xb[:-1], yb[:-1]
-        xb, target = mixer(xb, yb)
-    (x, target), share = rank_slice(net, xb, target)
+        if len(x) % 2:  # pairs are mixed: an odd last part loses one image
+            x, target, share = x[:-1], target[:-1], share * (len(x) - 1) / len(x)
+        x, target = mixer(x, target)
     with precision.autocast():
         logits = net(x).float()
     if target.dim() == 2:  # mixed soft targets (label smoothing included)
@@ -307,7 +306,8 @@ def _train_step(net: nn.Module, teacher: nn.Module | None, xb: torch.Tensor, yb:
 def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: torch.device, threads: int,
             runtime: str = "torch", budget_ms: float | None = None, expected_ms: float | None = None,
             expected_p90_ms: float | None = None, supernet: "SpaceSupernet | None" = None,
-            source: str = "", log: Callable[[str], None] = print) -> dict[str, Any] | None:
+            source: str = "", log: Callable[[str], None] = print, compile_model: bool = False
+            ) -> dict[str, Any] | None:
     """Train `arch` in `run_dir` (resuming its checkpoint), then test it, export and verify ONNX, measure latency
     with torch and ONNX Runtime (and `runtime`), and write model.pt, model.onnx, metrics.json, recipe.yaml,
     training.png and MODEL_CARD.md. Returns the metrics (None on the ranks other than 0 under torchrun).
@@ -318,13 +318,16 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
     from nas.export import export_and_verify
     from nas.report import write_model_card
 
+    if rank_and_world()[0] == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        data.save_split(run_dir)
     with process_group(device) as rank_device:
-        trained = train_standalone(arch, data, recipe, rank_device, run_dir / "checkpoint.pt", log, supernet)
+        trained = train_standalone(arch, data, recipe, rank_device, run_dir / "checkpoint.pt", log, supernet,
+                                   compile_model)
     if rank_and_world()[0] != 0:
         return None
     model, history = trained.model, trained.history
-    x_test, y_test = data.tensors("test", arch.resolution, arch.in_channels)
-    test = accuracy(model, x_test, y_test, topk=(1, 5))
+    test = accuracy(model, data.loader("test", arch.resolution, arch.in_channels, EVAL_BATCH), topk=(1, 5))
     onnx = export_and_verify(model, arch, data, run_dir / "model.onnx")
     log(f"ONNX export verified: {onnx['onnx']} (max |torch - onnxruntime| {onnx['max_abs_diff']:.2g} on "
         f"{onnx['images']} test images)")
@@ -344,11 +347,13 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
         "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
         "epochs": recipe.epochs, "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "data": data.source, "images": {split: data.size(split) for split in ("train", "val", "test")},
+        "skipped_images": data.skipped,
         "onnx": onnx, "latency": latency, "recipe": asdict(recipe),
     }
     save_checkpoint(run_dir / "model.pt", {"format": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION,
                                            "arch": arch.to_dict(), "arch_id": arch.arch_id, "epoch": recipe.epochs,
                                            "recipe": asdict(recipe), "history": history, "weights": trained.weights,
+                                           "crop_pct": data.crop_pct,
                                            "model": copy.deepcopy(model).cpu().state_dict()})
     write_json(run_dir / "metrics.json", metrics)
     write_yaml(run_dir / "recipe.yaml", asdict(recipe))

@@ -36,6 +36,8 @@ class RetrainOptions:
     init: str | None = None
     distill: float | None = None
     supernet: str | None = None  # the checkpoint for init supernet and distill
+    data_workers: int | None = None  # loader processes for image files (None: nas.data.default_workers)
+    compile: bool = False  # train through torch.compile
 
 
 @dataclass
@@ -80,7 +82,11 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
         raise NasError(f"--threads {threads}: must be at least 1")
     device = resolve_device(options.device or recorded.get("device", "cpu"))
     runtime = check_runtime(options.runtime or recorded.get("runtime", "torch"))
-    data = load_data(options.data or provenance.get("data"), seed=options.seed, limit_train=options.limit_train)
+    if run_dir is None:
+        run_dir = (Path(arch_file).parent / "retrain" if searched
+                   else RUNS_ROOT / f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}")
+    data = load_data(options.data or provenance.get("data"), seed=options.seed, limit_train=options.limit_train,
+                     workers=options.data_workers, run_dir=run_dir)
     if not searched:  # a reference or baseline arch: fit its classifier to the data's classes
         arch = arch.with_num_classes(data.num_classes)
     if data.num_classes != arch.num_classes:
@@ -97,14 +103,11 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
         if not supernet_path:
             raise NasError(f"{arch_file}: --init supernet and --distill need the supernet; pass --supernet CKPT")
         supernet = supernet_for(arch, Path(supernet_path)).to(device)
-    if run_dir is None:
-        run_dir = (Path(arch_file).parent / "retrain" if searched
-                   else RUNS_ROOT / f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}")
     # the search's latency of the arch tells a disturbed re-measurement only when measured the same way
     same_setup = searched and runtime == recorded.get("runtime") and threads == recorded.get("threads")
     expected = (record.get("latency_ms"), record.get("latency_p90_ms")) if same_setup else (None, None)
     metrics = retrain(arch, data, run_dir, recipe, device, threads, runtime, record.get("budget_ms"), *expected,
-                      supernet=supernet, source=str(arch_file), log=log)
+                      supernet=supernet, source=str(arch_file), log=log, compile_model=options.compile)
     if metrics is None:
         return None
     return Retrained(str(arch_file), run_dir, device, threads, metrics, record)

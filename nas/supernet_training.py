@@ -21,9 +21,9 @@ checkpoint when resuming.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,14 +33,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from nas.data import Splits, load_space_and_data
+from nas.data import Splits, load_data
 from nas.errors import NasError, first_line
 from nas.evaluate import inherited_accuracy
 from nas.latency import device_lock
 from nas.runs import RUNS_ROOT, load_checkpoint, save_checkpoint, write_yaml
-from nas.space import SearchSpace, space_from_dict
+from nas.space import SearchSpace, load_space, space_from_dict
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, rank_slice, run_epoch, wrap_for_ranks)
+                          process_group, rank_and_world, run_epoch, wrap_for_ranks)
 from nas.weight_sharing import SpaceSupernet
 
 
@@ -72,19 +72,31 @@ class TrainConfig:
         return self
 
 
-def _at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
+def step_resolution(space: SearchSpace, seed: int, global_step: int) -> int:
+    """The input resolution of every member at `global_step`: one of the space's, drawn from (seed, step), so the
+    same on every rank and again after a restart (Once-for-All's random resolution per batch)."""
+    return random.Random(f"resolution {seed} {global_step}").choice(space.resolution)
+
+
+def at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
     if x.shape[-1] == resolution:
         return x
-    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=resolution < x.shape[-1])
 
 
-def train_step(net: torch.nn.Module, space: SearchSpace, xb: torch.Tensor, yb: torch.Tensor, global_step: int,
-               config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
-    """One optimiser step of the sandwich rule on the global batch (xb, yb), of which this rank trains on its slice;
-    `net` is the supernet or its DDP wrapper. Returns the step's loss (summed over members) on the whole batch."""
+def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, share: float,
+               global_step: int, config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
+    """One optimiser step of the sandwich rule on this rank's part (x, y) of the global batch, `share` its weight
+    (`nas.data.Batches.epoch`); every member sees the step's resolution (`step_resolution`). `net` is the supernet
+    or its DDP wrapper. Returns the step's loss (summed over members) on the whole batch."""
     distributed = isinstance(net, DistributedDataParallel)
     model = net.module if distributed else net
-    (x, y), share = rank_slice(net, xb, yb)
+    device = next(model.parameters()).device
+    x = at_resolution(x.to(device, non_blocking=True), step_resolution(space, config.seed, global_step))
+    y = y.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
     rng = random.Random(config.seed * 1_000_003 + global_step)
     archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(config.random_subnets)]
     optimizer.zero_grad(set_to_none=True)
@@ -94,7 +106,7 @@ def train_step(net: torch.nn.Module, space: SearchSpace, xb: torch.Tensor, yb: t
         with net.no_sync() if distributed and not last else contextlib.nullcontext():  # one all-reduce a step
             model.set_active(arch)
             with precision.autocast():
-                logits = net(_at_resolution(x, arch.resolution)).float()
+                logits = net(x).float()
             if teacher is None:
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 teacher = logits.detach().log_softmax(dim=-1)
@@ -120,13 +132,15 @@ def train_supernet(space: SearchSpace, data: Splits, out_dir: Path, config: Trai
 
 def train_supernet_run(space_file: str | Path, config: TrainConfig, device: torch.device, data: str | None = None,
                        limit_train: int | None = None, run_dir: Path | None = None,
-                       log: Callable[[str], None] = print) -> dict[str, Any] | None:
+                       log: Callable[[str], None] = print, workers: int | None = None) -> dict[str, Any] | None:
     """`nas supernet train`: train (or resume) a supernet for the space at `space_file` on `data` (default: the
-    embedded set) in `run_dir` (default: runs/supernet-SPACE). Returns the checkpoint's path and the training
-    history, or None on the ranks other than 0 under torchrun."""
+    embedded set; `workers` loader processes) in `run_dir` (default: runs/supernet-SPACE). Returns the checkpoint's
+    path and the training history, or None on the ranks other than 0 under torchrun."""
     config.check()  # before the data is read
-    space, splits = load_space_and_data(space_file, data, config.seed, limit_train)
-    path = train_supernet(space, splits, run_dir or RUNS_ROOT / f"supernet-{space.name}", config, device, log)
+    space = load_space(space_file)
+    run_dir = run_dir or RUNS_ROOT / f"supernet-{space.name}"
+    splits = load_data(data, seed=config.seed, limit_train=limit_train, workers=workers, run_dir=run_dir)
+    path = train_supernet(space.with_num_classes(splits.num_classes), splits, run_dir, config, device, log)
     if rank_and_world()[0] != 0:
         return None
     return {"checkpoint": str(path), "history": load_supernet_checkpoint(path, space)["history"]}
@@ -141,12 +155,13 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
     checkpoint = out_dir / "supernet.pt"
     torch.manual_seed(config.seed)
     model = SpaceSupernet(space).to(device)
-    x, y = data.tensors("train", max(space.resolution), space.in_channels)
-    left_over = len(x) % config.batch_size
-    if 0 < left_over < world:  # a last batch too small to give every rank an image
-        x, y = x[:-left_over], y[:-left_over]
-        log(f"dropping the last {left_over} training image(s): too few for {world} processes")
-    steps = math.ceil(len(x) / config.batch_size)
+    if device.type == "cuda":  # not cudnn.benchmark: the members' sliced widths make ever new shapes to tune for
+        model = model.to(memory_format=torch.channels_last)
+    batches = data.loader("train", max(space.resolution), space.in_channels, config.batch_size, train=True,
+                          seed=config.seed, rank=rank, world=world, pin_memory=device.type == "cuda")
+    if batches.sampler.dropped:
+        log(f"dropping the last {batches.sampler.dropped} training image(s): too few for {world} processes")
+    steps = len(batches)
     optimizer, scheduler = optimizer_and_schedule(model, config.lr, config.weight_decay, config.epochs,
                                                   config.warmup_epochs, steps)
     precision = Precision(device)
@@ -177,30 +192,35 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
                 "partial_epoch": {"loss": loss, "seconds": seconds}, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": precision.scaler.state_dict()})
 
-    def train_batch(xb: torch.Tensor, yb: torch.Tensor, global_step: int) -> float:
-        return train_step(net, space, xb, yb, global_step, config, optimizer, precision)
+    def train_batch(x: torch.Tensor, y: torch.Tensor, share: float, global_step: int) -> float:
+        resolutions[step_resolution(space, config.seed, global_step)] += 1
+        return train_step(net, space, x, y, share, global_step, config, optimizer, precision)
 
     if main:
         write_yaml(out_dir / "train_config.yaml", asdict(config))
+        data.save_split(out_dir)
+    skipped = 0
     with device_lock(device, exclusive=False):  # measurements elsewhere wait for training
         for epoch in range(start_epoch, config.epochs):
             model.train()
             done = start_step if epoch == start_epoch else 0
             carried_loss, earlier_seconds = (partial["loss"], partial["seconds"]) if done else (0.0, 0.0)
             began = time.perf_counter()
+            resolutions = Counter()
 
             def save_mid_epoch(done_steps: int, loss: float) -> None:
                 if (epoch * steps + done_steps) % config.checkpoint_every == 0 and done_steps < steps:
                     save(epoch, done_steps, loss, earlier_seconds + time.perf_counter() - began)
 
-            total_loss = run_epoch(x, y, config.batch_size, config.seed, epoch,
-                                   f"supernet epoch {epoch + 1}/{config.epochs}", scheduler, train_batch, done,
-                                   carried_loss, save_mid_epoch)
+            total_loss = run_epoch(batches, epoch, f"supernet epoch {epoch + 1}/{config.epochs}", scheduler,
+                                   train_batch, done, carried_loss, save_mid_epoch)
+            skipped = data.note_skipped(log, skipped)
             seconds = earlier_seconds + time.perf_counter() - began
             if main:
                 model.eval()
                 record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
-                          "images_per_s": len(x) * (2 + config.random_subnets) / seconds,
+                          "images_per_s": batches.images * (2 + config.random_subnets) / seconds,
+                          "steps_per_resolution": dict(sorted(resolutions.items())), "skipped_images": skipped,
                           "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
                           "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}
                 history.append(record)

@@ -5,9 +5,9 @@ Precision: on CUDA the forward passes run under autocast, in bfloat16 where the 
 with loss scaling (GradScaler); losses are computed in float32. Elsewhere everything stays float32.
 
 Several processes: under `torchrun` (WORLD_SIZE > 1) the ranks join a process group (gloo on CPU, nccl on CUDA,
-one GPU per LOCAL_RANK) and each trains on its slice of every global batch (`rank_slice`). Each rank's loss is
-weighted by its share of the batch, so DDP's average over ranks is the whole batch's gradient. Only rank 0 shows
-the progress bar.
+one GPU per LOCAL_RANK) and each reads and trains on its part of every global batch (`nas.data.EpochBatches`).
+Each rank's loss is weighted by its share of the batch, so DDP's average over ranks is the whole batch's gradient.
+Only rank 0 shows the progress bar.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from nas.data import training_epoch
+from nas.data import Batches
 from nas.errors import NasError
 from nas.runs import differing_settings
 
@@ -139,43 +139,32 @@ def wrap_for_ranks(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
                                    find_unused_parameters=True)
 
 
-def rank_slice(net: torch.nn.Module, *batch: torch.Tensor) -> tuple[list[torch.Tensor], float]:
-    """This rank's slice of each tensor of a global batch, on the model's device, and the slice's share of the
-    batch times the number of ranks: DDP averages gradients over ranks, so a loss weighted by it gives the batch
-    mean. `net` is the model or its DDP wrapper."""
-    distributed = isinstance(net, DistributedDataParallel)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    device = next(net.parameters()).device
-    parts = [torch.tensor_split(tensor, world)[rank].to(device) for tensor in batch]
-    return parts, len(parts[0]) * world / len(batch[0])
-
-
 def batch_loss(net: torch.nn.Module, weighted: torch.Tensor) -> float:
-    """The whole batch's loss from this rank's share-weighted loss (`rank_slice`), summed over the ranks."""
+    """The whole batch's loss from this rank's share-weighted loss (`nas.data.Batches.epoch`), summed over the
+    ranks."""
     if not isinstance(net, DistributedDataParallel):
         return weighted.item()
     dist.all_reduce(weighted)
     return weighted.item() / dist.get_world_size()
 
 
-def run_epoch(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, epoch: int, desc: str,
-              scheduler: Scheduler, train_batch: Callable[[torch.Tensor, torch.Tensor, int], float], done: int = 0,
+def run_epoch(batches: Batches, epoch: int, desc: str, scheduler: Scheduler,
+              train_batch: Callable[[torch.Tensor, torch.Tensor, float, int], float], done: int = 0,
               loss: float = 0.0, after_step: Callable[[int, float], None] | None = None) -> float:
-    """One epoch of optimiser steps, `train_batch(xb, yb, global step)` returning each step's loss, on the
-    (seed, epoch) batches of (x, y) under a progress bar (rank 0's only). Returns `loss` (the sum carried over from
-    before a restart) plus the losses of the steps run. The first `done` steps, done before a restart, are skipped,
-    their batches drawn only to keep the data order. `after_step(steps done in the epoch, summed loss)` follows every
-    step (the supernet's mid-epoch checkpoints)."""
-    steps = math.ceil(len(x) / batch_size)
-    bar = training_epoch(x, y, batch_size, seed, epoch, desc)
-    if rank_and_world()[0] != 0:
-        bar.close()  # the closed bar still yields the batches
-    for step, (xb, yb) in enumerate(bar):
-        if step < done:
-            continue
+    """One epoch of optimiser steps on this rank's part of epoch `epoch`'s batches, under a progress bar (rank 0's
+    only): `train_batch(x, y, share, global step)` returns each step's loss (`Batches.epoch` says what share is).
+    Returns `loss` (the sum carried over from before a restart) plus the losses of the steps run. The first `done`
+    steps were done before a restart and are not drawn again. `after_step(steps done in the epoch, summed loss)`
+    follows every step (the supernet's mid-epoch checkpoints)."""
+    from tqdm import tqdm
+
+    steps = len(batches)
+    bar = tqdm(batches.epoch(epoch, done), total=steps, initial=done, leave=False, desc=desc,
+               disable=None if rank_and_world()[0] == 0 else True)
+    for step, (x, y, share) in enumerate(bar, done):
         global_step = epoch * steps + step
         scheduler.step_update(global_step)
-        step_loss = train_batch(xb, yb, global_step)
+        step_loss = train_batch(x, y, share, global_step)
         loss += step_loss
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if after_step is not None:

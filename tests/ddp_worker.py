@@ -31,7 +31,9 @@ def main(space_file: str, out: Path, distill: str) -> None:
         for step in range(3):
             xb = torch.randn(13, space.in_channels, 32, 32, generator=generator)  # 13: slices of 7 and 6 images
             yb = torch.randint(0, space.num_classes, (13,), generator=generator)
-            train_step(net, space, xb, yb, step, config, optimizer, Precision(device))
+            rank, world = rank_and_world()
+            x, y = xb.tensor_split(world)[rank], yb.tensor_split(world)[rank]  # what EpochBatches gives this rank
+            train_step(net, space, x, y, len(y) * world / len(yb), step, config, optimizer, Precision(device))
         save_checkpoint(out / f"rank{rank_and_world()[0]}.pt", {"format": "nas-supernet", "model": model.state_dict()})
 
 

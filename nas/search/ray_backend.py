@@ -74,7 +74,8 @@ def _evaluator(setup: dict[str, Any]) -> Evaluator:
             os.environ["NAS_CACHE_DIR"] = setup["cache_dir"]
         torch.set_num_threads(max(1, setup["cpus_per_trial"]))
         space = space_from_dict(setup["space"], settings.space)
-        data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train)
+        # each trial evaluates in its own process, on the CPUs Ray gave it: no loader processes of its own
+        data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train, workers=0)
         supernet = SpaceSupernet(space)
         supernet.load_state_dict(setup["supernet_state"])
         device = torch.device(settings.device)

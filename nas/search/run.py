@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from nas.data import Splits, load_space_and_data
+from nas.data import Splits, load_data
 from nas.latency import LatencyCache, check_runtime, resolve_device
 from nas.latency.predictor import LatencyPredictor, load_predictor_for
 from nas.runs import RUNS_ROOT, write_yaml
@@ -23,7 +23,7 @@ from nas.search.evaluator import Evaluator, check_budget_feasible
 from nas.search.outputs import write_outputs
 from nas.search.progress import SearchProgress
 from nas.search.study import SearchSettings, check_run_folder, open_storage, open_study
-from nas.space import SearchSpace
+from nas.space import SearchSpace, load_space
 from nas.supernet_training import TrainConfig, load_supernet, train_supernet
 from nas.weight_sharing import SpaceSupernet
 
@@ -40,8 +40,11 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
     settings.check()
     device = resolve_device(settings.device)
     check_runtime(settings.runtime)
-    space, data = load_space_and_data(settings.space, settings.data, settings.seed, settings.limit_train)
+    space = load_space(settings.space)
     run_dir = run_dir or default_run_dir(settings, space, device)
+    data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train,
+                     workers=settings.data_workers, run_dir=run_dir)
+    space = space.with_num_classes(data.num_classes)
     check_run_folder(run_dir, settings, space.space_hash)
     supernet = load_supernet(Path(settings.supernet), space).to(device) if settings.supernet else None
     predictor = (load_predictor_for(Path(settings.predictor), device, settings.runtime, settings.threads)
@@ -56,6 +59,7 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
         f"(p90 {feasible.p90_ms:.3f} ms)")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", {**settings.to_dict(), "space_hash": space.space_hash})
+    data.save_split(run_dir)
 
     if supernet is None:
         supernet_path = train_supernet(space, data, run_dir / "supernet",

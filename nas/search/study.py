@@ -49,12 +49,13 @@ class SearchSettings:
     max_macs: int | None = None
     backend: str = "optuna"
     workers: int = 1
+    data_workers: int | None = None  # loader processes for image files (None: nas.data.default_workers)
     address: str | None = None
     storage: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the original (trials may grow; how it runs may change)."""
-        free = ("trials", "space", "backend", "workers", "address", "storage", "predictor")
+        free = ("trials", "space", "backend", "workers", "data_workers", "address", "storage", "predictor")
         return {k: v for k, v in asdict(self).items() if k not in free}
 
     def to_dict(self) -> dict[str, Any]:
