@@ -211,11 +211,14 @@ class ArrayImages(Dataset):
                  augment: Augment) -> None:
         self.images, self.labels, self.resolution, self.channels = images, labels, resolution, channels
         self.train, self.augment = train, augment
-        self.randaugment = None
-        if train and augment.randaugment_ops:
+        self.randaugment = self.erasing = None
+        if train and (augment.randaugment_ops or augment.random_erasing):
             from torchvision.transforms import v2
 
-            self.randaugment = v2.RandAugment(augment.randaugment_ops, augment.randaugment_magnitude)
+            if augment.randaugment_ops:
+                self.randaugment = v2.RandAugment(augment.randaugment_ops, augment.randaugment_magnitude)
+            if augment.random_erasing:
+                self.erasing = v2.RandomErasing(augment.random_erasing)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -234,6 +237,8 @@ class ArrayImages(Dataset):
         x = (x - MEAN) / STD
         if self.train:
             x = shift_and_flip(x, [seed for _, seed in keys])
+        if self.erasing is not None:  # after normalising, as timm erases: with zeros, the data's mean
+            x = torch.stack([_seeded(seed, self.erasing, image) for image, (_, seed) in zip(x, keys)])
         return x.contiguous(), torch.from_numpy(self.labels[index]), {}
 
     @staticmethod
