@@ -7,10 +7,10 @@ Generates image folders of N 256x256 JPEGs (`root/<class>/*.jpg`) from the embed
 upscaled to RGB (generated once per --work folder). Then, for each N, in a fresh process each:
 
 - supernet: what `nas supernet train --space search_spaces/hybrid.yaml --data FOLDER` runs (load the data, a
-  loader at the space's largest resolution with --workers processes, sandwich steps at one of its resolutions),
+  loader at the space's largest resolution, 256, with --workers processes, each step at one of its resolutions),
   for --steps steps at --batch-size;
 - retrain: what `nas retrain search_spaces/reference/lolvit_xs.yaml --data FOLDER` runs (the retraining recipe's
-  loader, with RandAugment and random erasing, at 224), for --steps steps.
+  loader, with RandAugment and random erasing, at the arch's 256), for --steps steps.
 
 Prints, per N and stage: peak RSS of the process, seconds from the start of data loading to the first batch in
 hand and to the end of the first step, the loader alone in images/s (no model), and training images/s over the

@@ -308,13 +308,15 @@ def _seeded(seed: int | None, transform: Callable, picture: Any) -> Any:
     they were: an image's augmentation then depends on its seed alone."""
     if seed is None:
         return transform(picture)
-    state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        out = transform(picture)
-    random.setstate(state)
-    return out
+    # the CPU generator alone: torch.manual_seed also seeds every device's, at a millisecond a call
+    saved, state = torch.default_generator.get_state(), random.getstate()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    try:
+        return transform(picture)
+    finally:
+        torch.default_generator.set_state(saved)
+        random.setstate(state)
 
 
 def shift_and_flip(x: torch.Tensor, seeds: list[int | None], pad: int = 2) -> torch.Tensor:
