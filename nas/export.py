@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from nas.errors import NasError, first_line
+from nas.runs import check_output_file
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -225,6 +226,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1
     out = out or checkpoint.with_name("model.onnx")
     if out.resolve() == checkpoint.resolve():
         raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
+    check_output_file(out, "--out")
     model, arch = read_checkpoint(checkpoint)
     data = load_data(data_spec, workers=0)  # a few test images: no loader processes
     result = export_and_verify(model, arch, data, out, atol)

@@ -23,12 +23,12 @@ import torch
 
 from nas.arch import Arch
 from nas.complexity import count_macs, count_params
-from nas.data import Splits, load_space_and_data
+from nas.data import SPLIT_FILE, Splits, load_space_and_data
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy, split_accuracy
 from nas.report import _finish, plt
 from nas.retrain import Recipe, train_standalone
-from nas.runs import atomic_write, file_hash, write_json
+from nas.runs import atomic_write, check_run_dir, file_hash, write_json
 from nas.supernet_training import load_supernet
 from supernet.network import build
 
@@ -207,7 +207,8 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
         raise NasError("--subnets must be at least 3 and --epochs at least 1")
     if not supernet_file.is_file():
         raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
-    run_dir = run_dir or supernet_file.parent / "rank"
+    given, run_dir = run_dir is not None, run_dir or supernet_file.parent / "rank"
+    check_run_dir(run_dir, ("rank_plan.json", "rank_results.jsonl", "rank.json", SPLIT_FILE), given)
     space, splits = load_space_and_data(space_file, data, seed, limit_train, workers, run_dir)
     supernet = load_supernet(supernet_file, space).to(device)
     result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log)

@@ -11,11 +11,11 @@ from typing import Any, Callable
 import torch
 
 from nas.arch import load_arch, read_yaml
-from nas.data import load_data
+from nas.data import SPLIT_FILE, load_data
 from nas.errors import NasError
 from nas.latency import check_runtime, resolve_device
 from nas.retrain import default_recipe, load_recipe, retrain, supernet_for
-from nas.runs import RUNS_ROOT, write_json
+from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_json
 from nas.training import rank_and_world
 
 
@@ -67,11 +67,12 @@ def retrain_file(arch_file: str | Path, options: RetrainOptions, run_dir: Path |
     if Path(arch_file).is_dir():
         raise NasError(f"{arch_file}: is a folder; pass its best.yaml, or add --top K to retrain its front")
     document = {} if str(arch_file).startswith("timm:") else read_yaml(arch_file)
-    return _retrain(arch_file, document, options, run_dir, log)
+    return _retrain(arch_file, document, options, run_dir, run_dir is not None, log)
 
 
-def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_dir: Path | None,
+def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_dir: Path | None, given: bool,
              log: Callable[[str], None]) -> Retrained | None:
+    """Retrain one arch in `run_dir` (`given` by the user, or a default nas makes; None: the default)."""
     arch = load_arch(arch_file)
     searched = isinstance(document, dict) and "arch" in document
     record = document if searched else {}
@@ -84,7 +85,8 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     runtime = check_runtime(options.runtime or recorded.get("runtime", "torch"))
     if run_dir is None:
         run_dir = (Path(arch_file).parent / "retrain" if searched
-                   else RUNS_ROOT / f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}")
+                   else RUNS_ROOT / safe_name(f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}"))
+    check_run_dir(run_dir, ("checkpoint.pt", "metrics.json", "model.pt", SPLIT_FILE), given)
     data = load_data(options.data or provenance.get("data"), seed=options.seed, limit_train=options.limit_train,
                      workers=options.data_workers, run_dir=run_dir)
     if not searched:  # a reference or baseline arch: fit its classifier to the data's classes
@@ -157,11 +159,12 @@ def retrain_top(search: str | Path, top: int, options: RetrainOptions, run_dir: 
     if top > len(front):
         log(f"the front holds {len(front)} feasible point(s); retraining all of them")
     out = run_dir or search_dir / "retrain-top"
+    check_run_dir(out, ("top.json", *(path.stem for path in front)), run_dir is not None)
     documents = [(path, read_yaml(path)) for path in front[:top]]  # every file read before any training
     results = []
     for place, (path, document) in enumerate(documents, 1):
         log(f"--- {place}/{len(documents)}: {path.name}")
-        results.append(_retrain(path, document, options, out / path.stem, log))
+        results.append(_retrain(path, document, options, out / path.stem, False, log))
     if rank_and_world()[0] != 0:  # under torchrun, rank 0 writes and reports
         return None
     write_json(out / "top.json", [r.to_dict() for r in results])

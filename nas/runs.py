@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,50 @@ RUNS_ROOT = Path("runs")
 # The meaning nas gives to stored weights: raised when the same tensors come to mean something else (2: GhostNet
 # channels grouped per primary channel, fused projections sliced part by part), so older checkpoints are refused
 WEIGHT_LAYOUT = 2
+
+
+def safe_name(name: str) -> str:
+    """`name` (taken from a file: a space's name, an arch file's stem) fit to be one folder name: runs of other
+    characters than letters, digits, '.', '_' and '-' become '-', and it cannot be '.', '..' or hidden."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "unnamed"
+
+
+def check_run_dir(run_dir: Path, ours: tuple[str, ...], given: bool, option: str = "--run-dir") -> None:
+    """Refuse `run_dir` before anything is written unless it is a folder nas may write in: one that does not exist
+    yet (`given` by the user: under an existing folder, which nas does not create), an empty one, or one holding a
+    run of this kind (any of the files `ours`)."""
+    if "\0" in str(run_dir):
+        raise NasError(f"{option}: a path with a NUL character; pass a folder name")
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise NasError(f"{option} {run_dir}: is a file, not a folder; pass a new folder")
+        if any(run_dir.iterdir()) and not any((run_dir / name).exists() for name in ours):
+            raise NasError(f"{option} {run_dir}: holds files nas did not write there; pass a new or empty folder")
+        if not os.access(run_dir, os.W_OK | os.X_OK):
+            raise NasError(f"{option} {run_dir}: not writable; pass a folder you can write to")
+    elif given:
+        check_parent(run_dir, option)
+
+
+def check_parent(path: Path, option: str) -> None:
+    """Refuse `path` unless its parent is an existing folder this process can write in (nas creates no parents
+    of a path the user names)."""
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise NasError(f"{option} {path}: its folder {parent} does not exist; create it first, or pass another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NasError(f"{option} {path}: {parent} is not writable; pass a path you can write to")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file the user names unless nas can write it: not a folder, in an existing writable one."""
+    if "\0" in str(path):
+        raise NasError(f"{option}: a path with a NUL character; pass a file name")
+    if path.is_dir():
+        raise NasError(f"{option} {path}: is a folder; pass a file name in it")
+    if path.exists() and not path.is_file():
+        raise NasError(f"{option} {path}: not a regular file; pass a file name")
+    check_parent(path, option)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

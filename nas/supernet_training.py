@@ -33,11 +33,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from nas.data import Splits, load_data
+from nas.data import SPLIT_FILE, Splits, load_data
 from nas.errors import NasError, first_line
 from nas.evaluate import inherited_accuracy
 from nas.latency import device_lock
-from nas.runs import RUNS_ROOT, load_checkpoint, save_checkpoint, write_yaml
+from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
                           process_group, rank_and_world, run_epoch, wrap_for_ranks)
@@ -138,7 +138,8 @@ def train_supernet_run(space_file: str | Path, config: TrainConfig, device: torc
     path and the training history, or None on the ranks other than 0 under torchrun."""
     config.check()  # before the data is read
     space = load_space(space_file)
-    run_dir = run_dir or RUNS_ROOT / f"supernet-{space.name}"
+    given, run_dir = run_dir is not None, run_dir or RUNS_ROOT / f"supernet-{safe_name(space.name)}"
+    check_run_dir(run_dir, ("supernet.pt", "train_config.yaml", SPLIT_FILE), given)
     splits = load_data(data, seed=config.seed, limit_train=limit_train, workers=workers, run_dir=run_dir)
     path = train_supernet(space.with_num_classes(splits.num_classes), splits, run_dir, config, device, log)
     if rank_and_world()[0] != 0:

@@ -107,6 +107,27 @@ def _check_dashboard(run_dir):
         server.wait(timeout=30)
 
 
+def test_a_dashboard_beyond_loopback_warns_that_it_has_no_authentication(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    (tmp_path / "config.yaml").write_text("space: tiny\n")  # a search folder whose study is still empty
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", str(tmp_path), "--host", "0.0.0.0", "--port",
+                               str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert first.startswith("warning: --host 0.0.0.0 serves the dashboard beyond this machine") and \
+        "no authentication" in first
+    assert_one_line_error(run_nas("dashboard", tmp_path, "--port", 70000), "--port 70000: must be 1-65535")
+
+
 def test_infeasible_budget_names_the_smallest_latency_and_writes_nothing(tmp_path):
     result = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1us", "--run-dir", tmp_path / "run")
     assert_one_line_error(result, "infeasible", "smallest sub-network", "ms")

@@ -31,6 +31,26 @@ def ray_address(isolated_cache):
         ray.shutdown()
 
 
+def test_every_socket_of_the_local_ray_instance_listens_on_loopback(ray_address):
+    import ray
+
+    @ray.remote
+    def pid() -> int:
+        return __import__("os").getpid()
+
+    assert len(ray.get([pid.remote() for _ in range(4)])) == 4  # workers started too
+    me = psutil.Process()
+    listening = []
+    for process in [me, *me.children(recursive=True)]:  # the driver, GCS, raylet, agents, dashboard, workers
+        try:
+            sockets = process.net_connections(kind="inet")
+            listening += [(process.name(), s.laddr) for s in sockets if s.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    assert len(listening) >= 8, listening
+    assert [entry for entry in listening if entry[1].ip not in ("127.0.0.1", "::1")] == []
+
+
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_pickles(name):  # Ray Tune pickles the search algorithm, sampler included
     pickle.dumps(make_sampler(name, seed=0, trials=8))

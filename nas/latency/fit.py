@@ -20,13 +20,13 @@ from nas.latency.cache import LatencyCache, fingerprint
 from nas.latency.measure import check_runtime, measure_interleaved
 from nas.latency.predictor import STEADY, arch_features, fit_predictor, halves_agreement, sample_archs
 from nas.report import plot_predictor
-from nas.runs import RUNS_ROOT
+from nas.runs import RUNS_ROOT, check_output_file, safe_name
 from nas.space import SearchSpace
 
 
 def default_predictor_path(space: SearchSpace, device: torch.device, runtime: str, threads: int) -> Path:
     device_id = fingerprint(device, runtime, threads)["id"]
-    return RUNS_ROOT / f"latency-{space.name}-{runtime}-{device_id}" / "predictor.json"
+    return RUNS_ROOT / safe_name(f"latency-{space.name}-{runtime}-{device_id}") / "predictor.json"
 
 
 def fit_latency(space: SearchSpace, device: torch.device, runtime: str = "torch", threads: int = 1,
@@ -40,6 +40,8 @@ def fit_latency(space: SearchSpace, device: torch.device, runtime: str = "torch"
     check_runtime(runtime)
     if samples < 10 or not 0 < holdout < 1 or rounds < 2:
         raise NasError("--samples must be at least 10, --holdout between 0 and 1 and --rounds at least 2")
+    if out is not None:
+        check_output_file(out, "--out")
     out = out or default_predictor_path(space, device, runtime, threads)
     archs = sample_archs(space, samples, seed)
     exports = out.with_name(f"{out.stem}-onnx") if runtime == "onnxruntime" else None

@@ -39,6 +39,9 @@ def start_ray(address: str | None, log: Callable[[str], None], **init_options: A
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:
         # read when ray is imported: keeps the node address, and so every port, on 127.0.0.1 on one machine
+        if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            raise NasError("ray was imported before nas could keep a local Ray instance on 127.0.0.1; start Ray "
+                           "through nas (or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing it)")
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
@@ -122,10 +125,10 @@ def run_ray(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator
             settings: SearchSettings, done: int, run_dir: Path, progress: SearchProgress,
             log: Callable[[str], None]) -> None:
     """Run the remaining trials as Ray Tune trials, `settings.workers` at a time."""
+    started = start_ray(settings.address, log)  # first: it sets what ray reads when imported
     import ray
     from ray import tune
 
-    started = start_ray(settings.address, log)
     try:
         cpus = 1 if evaluator.device.type == "cpu" else 0
         # trials run in their own working folders: hand them absolute paths

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import torch
 
-from nas.data import Splits, load_data
+from nas.data import SPLIT_FILE, Splits, load_data
 from nas.latency import LatencyCache, check_runtime, resolve_device
 from nas.latency.predictor import LatencyPredictor, load_predictor_for
-from nas.runs import RUNS_ROOT, write_yaml
+from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_yaml
 from nas.search.backend import backend
 from nas.search.evaluator import Evaluator, check_budget_feasible
 from nas.search.outputs import write_outputs
@@ -29,8 +29,8 @@ from nas.weight_sharing import SpaceSupernet
 
 
 def default_run_dir(settings: SearchSettings, space: SearchSpace, device: torch.device) -> Path:
-    return RUNS_ROOT / (f"search-{space.name}-{settings.latency_budget}-{str(device).replace(':', '')}-"
-                        f"{settings.runtime}")
+    device_name = str(device).replace(":", "")
+    return RUNS_ROOT / safe_name(f"search-{space.name}-{settings.latency_budget}-{device_name}-{settings.runtime}")
 
 
 def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[[str], None] = print
@@ -41,7 +41,8 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
     device = resolve_device(settings.device)
     check_runtime(settings.runtime)
     space = load_space(settings.space)
-    run_dir = run_dir or default_run_dir(settings, space, device)
+    given, run_dir = run_dir is not None, run_dir or default_run_dir(settings, space, device)
+    check_run_dir(run_dir, ("config.yaml", SPLIT_FILE), given)
     data = load_data(settings.data, seed=settings.seed, limit_train=settings.limit_train,
                      workers=settings.data_workers, run_dir=run_dir)
     space = space.with_num_classes(data.num_classes)

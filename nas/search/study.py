@@ -95,15 +95,13 @@ def search_settings(given: dict[str, Any], resume: str | None = None, config: st
 
 
 def check_run_folder(run_dir: Path, settings: SearchSettings, space_hash: str) -> None:
-    """A run folder is resumed only by the same search; anything else there is refused, never overwritten."""
+    """A run folder is resumed only by the same search (`nas.runs.check_run_dir` refuses one of anything else)."""
     config = run_dir / "config.yaml"
     if config.is_file():
         differs = sorted(differing_settings(read_yaml(config) or {}, {**settings.identity(), "space_hash": space_hash}))
         if differs:
             raise NasError(f"{run_dir} holds a different search ({', '.join(differs)} differ); "
                            "pass a new --run-dir, or the original options to resume it")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise NasError(f"{run_dir} exists and is not a nas search folder; pass a new --run-dir")
 
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
