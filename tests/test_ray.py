@@ -1,6 +1,7 @@
 """The Ray Tune backend against a real local Ray instance (one per test session) and a simulated 2-node cluster."""
 
 import csv
+import ipaddress
 import pickle
 import signal
 import subprocess
@@ -48,7 +49,12 @@ def test_every_socket_of_the_local_ray_instance_listens_on_loopback(ray_address)
         except psutil.NoSuchProcess:
             continue
     assert len(listening) >= 8, listening
-    assert [entry for entry in listening if entry[1].ip not in ("127.0.0.1", "::1")] == []
+    assert [entry for entry in listening if not _loopback(entry[1].ip)] == []
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback  # ::ffff:127.0.0.1 is loopback too
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
