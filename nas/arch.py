@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from nas.errors import NasError
+from nas.errors import NasError, first_line
 from supernet.blocks import FAMILIES, HEADS, REQUIRED, STEMS
+
+MAX_YAML_BYTES = 1_000_000  # an arch, space, recipe or config is a few kilobytes
 
 
 def canonical_number(value: Any) -> Any:
@@ -213,6 +216,18 @@ def _stage_from_dict(reader: "Reader", data: Any, path: str) -> StageArch:
                      reader.positive_int(stage.get("stride"), f"{path}.stride"), values)
 
 
+# Upper bounds of the whole numbers in an arch or space, by key: far above any lightweight backbone, low enough
+# that a typo is refused before it reaches the allocator. Knob numbers (kernels, heads, ratios) get KNOB_LIMIT.
+LIMITS = {"resolution": 4096, "in_channels": 16, "num_classes": 100_000, "width": 8192, "stride": 8, "depth": 64,
+          "global_tokens": 256}
+KNOB_LIMIT = 1024
+
+
+def limit_of(path: str) -> int:
+    """The upper bound of the number at `path` (e.g. stages[1].width): LIMITS by its last key, else KNOB_LIMIT."""
+    return LIMITS.get(re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1]), KNOB_LIMIT)
+
+
 class Reader:
     """Validation helpers whose errors all read `SOURCE: KEY.PATH: expected X, got Y`."""
 
@@ -258,22 +273,31 @@ class Reader:
             if knob.per_block and isinstance(value, tuple) and len(value) != depth:
                 self.fail(f"{path}.{name}", f"one value, or a list of {depth} (one per block)", plain_value(value))
             for item in items:
-                if not knob.check(plain_value(item)):
-                    self.fail(f"{path}.{name}", knob.expects, plain_value(item))
+                if not knob.check(plain_value(item)) or not within_limit(plain_value(item), KNOB_LIMIT):
+                    self.fail(f"{path}.{name}", f"{knob.expects}, finite and at most {KNOB_LIMIT}", plain_value(item))
             values[name] = value
         return tuple(sorted(values.items()))
 
     def count(self, value: Any, path: str) -> int:
         value = canonical_number(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            self.fail(path, "an integer >= 0", value)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit_of(path):
+            self.fail(path, f"an integer >= 0 (at most {limit_of(path)})", value)
         return value
 
     def positive_int(self, value: Any, path: str) -> int:
         value = canonical_number(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.fail(path, "a positive integer", value)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit_of(path):
+            self.fail(path, f"a positive integer (at most {limit_of(path)})", value)
         return value
+
+
+def within_limit(value: Any, limit: float) -> bool:
+    """Every number in `value` (a number, or a list of them) finite and at most `limit` in size; others pass."""
+    if isinstance(value, (list, tuple)):
+        return all(within_limit(item, limit) for item in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return math.isfinite(value) and abs(value) <= limit
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -281,12 +305,23 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise NasError(f"{path}: no such file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise NasError(f"{path}: {path.stat().st_size:,} bytes, over the {MAX_YAML_BYTES:,} a nas YAML file may have")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise NasError(f"{path}: not UTF-8 text (binary, or another encoding); save it as UTF-8 YAML") from None
+    except OSError as error:
+        raise NasError(f"{path}: cannot be read ({first_line(error)})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise NasError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+        problem = getattr(error, "problem", None) or first_line(error)
+        raise NasError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise NasError(f"{path}: nested too deeply to be a nas YAML file") from None
 
 
 def load_arch(path: str | Path) -> Arch:

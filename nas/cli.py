@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.errors import NasError
+from nas.options import (BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESOLUTION, SEED, THREADS, WORKERS,
+                         OneLineParser, integer, number)
 
 MAIN_EXAMPLES = """examples:
   nas search --space search_spaces/cpu_small.yaml --latency-budget 5ms --device cpu --run-dir runs/quickstart
@@ -28,9 +30,7 @@ def log(message: str) -> None:
 def _device_and_threads(args: argparse.Namespace):
     from nas.latency import resolve_device
 
-    if getattr(args, "threads", 1) < 1:
-        raise NasError(f"--threads {args.threads}: must be at least 1")
-    return resolve_device(args.device)
+    return resolve_device(args.device)  # --threads is bounded by its type
 
 
 def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -128,8 +128,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from nas.latency import CAREFUL, LatencyCache, check_runtime, measure_arch
 
     check_runtime(args.runtime)
-    if args.batch < 1 or args.runs < 5:
-        raise NasError("--batch must be at least 1 and --runs at least 5")
     device = _device_and_threads(args)
     arch = load_arch(args.arch)
     record = measure_arch(arch, device, args.runtime, args.threads, args.batch, cache=LatencyCache(), refresh=True,
@@ -166,15 +164,15 @@ def _group(sub: Any, name: str, summary: str, example: str, dest: str) -> Any:
 def _data_options(parser: argparse.ArgumentParser, seed: int | None = 0) -> None:
     """--data, --limit-train and --seed (default `seed`; None where a saved config may supply it)."""
     parser.add_argument("--data", help="an .npz file or an image folder (default: the embedded Fashion-MNIST subset)")
-    parser.add_argument("--limit-train", type=int, help="use only N training images (smoke tests)")
-    parser.add_argument("--seed", type=int, default=seed, help="seed for data order, sampling and initialisation "
+    parser.add_argument("--limit-train", type=IMAGES, help="use only N training images (smoke tests)")
+    parser.add_argument("--seed", type=SEED, default=seed, help="seed for data order, sampling and initialisation "
                         "(default: 0)")
-    parser.add_argument("--data-workers", type=int, metavar="N", help="loader processes decoding image files "
+    parser.add_argument("--data-workers", type=DATA_WORKERS, metavar="N", help="loader processes decoding image files "
                         "(default: the free cores, at most 8)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nas", description="Hardware-aware architecture search for lightweight hybrid CNN/ViT backbones.",
         epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,17 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     search.add_argument("--runtime", help="what latency is measured with: torch (default), torch-compile or "
                         "onnxruntime")
-    search.add_argument("--threads", type=int, help="CPU threads when timing (default: 1)")
-    search.add_argument("--trials", type=int, help="trials in total, resumed ones included (default: 40)")
+    search.add_argument("--threads", type=THREADS, help="CPU threads when timing (default: 1)")
+    search.add_argument("--trials", type=integer(1, 100_000), help="trials in all, resumed included (default: 40)")
     search.add_argument("--sampler", help="nsga2 (default), tpe or random")
-    search.add_argument("--max-params", type=int, help="also constrain the parameter count")
-    search.add_argument("--max-macs", type=int, help="also constrain the MACs at the arch's resolution")
+    search.add_argument("--max-params", type=integer(1, 10**12), help="also constrain the parameter count")
+    search.add_argument("--max-macs", type=integer(1, 10**15), help="also constrain the MACs at the arch's resolution")
     search.add_argument("--predictor", help="a latency predictor from `nas latency fit` to screen candidates "
                         "(those near the budget, and the Pareto front, are still measured)")
     search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
-    search.add_argument("--epochs", type=int, help="supernet training epochs when training (default: 6)")
+    search.add_argument("--epochs", type=EPOCHS, help="supernet training epochs when training (default: 6)")
     search.add_argument("--backend", help="optuna (default: trials in this process) or ray (Ray Tune workers)")
-    search.add_argument("--workers", type=int, help="concurrent trials with --backend ray (default: 1)")
+    search.add_argument("--workers", type=WORKERS, help="concurrent trials with --backend ray (default: 1)")
     search.add_argument("--address", help="with --backend ray: join this Ray cluster (auto or HOST:PORT) instead "
                         "of starting one on this machine")
     search.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user:pw@host/db (default: a "
@@ -217,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("run", help="a search's run folder")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to bind (default: 127.0.0.1, this machine only)")
-    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--port", type=PORT, default=8080, help="port (default: 8080)")
 
     retrain = _command(sub, "retrain", cmd_retrain, "train a searched (or any) architecture standalone with a full "
                        "recipe, then report test accuracy, export and verify ONNX, measure latency (torch and ONNX "
@@ -226,22 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("arch", help="best.yaml from a search, an arch YAML or timm:MODEL (a baseline; its "
                                       "classifier is fitted to the data's classes); with --top, a search's folder "
                                       "or best.yaml")
-    retrain.add_argument("--top", type=int, metavar="K", help="retrain the K most accurate points of the search's "
-                         "re-measured Pareto front (into RUN/retrain-top/)")
+    retrain.add_argument("--top", type=integer(1, 1000), metavar="K", help="retrain the K most accurate points "
+                         "of the search's re-measured Pareto front (into RUN/retrain-top/)")
     retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
     retrain.add_argument("--recipe", help="a recipe YAML (any of the settings in a run's recipe.yaml); options "
                          "given here win; defaults scale with the data's size")
-    retrain.add_argument("--epochs", type=int, help="training epochs (default: 15 for under 20k training images)")
-    retrain.add_argument("--batch-size", type=int, help="batch size (default: 128)")
-    retrain.add_argument("--lr", type=float, help="peak learning rate (default: 0.003)")
+    retrain.add_argument("--epochs", type=EPOCHS, help="training epochs (default: 15 for under 20k training images)")
+    retrain.add_argument("--batch-size", type=BATCH, help="batch size (default: 128)")
+    retrain.add_argument("--lr", type=number(0, 10, low_open=True), help="peak learning rate (default: 0.003)")
     retrain.add_argument("--init", choices=("scratch", "supernet"), help="start from random weights (default) or "
                          "from the weights the supernet holds for the arch")
-    retrain.add_argument("--distill", type=float, metavar="WEIGHT", help="also learn from the supernet's largest "
-                         "member, with this weight (0-1) on the distillation loss (default: 0, off)")
+    retrain.add_argument("--distill", type=number(0, 1), metavar="WEIGHT", help="also learn from the supernet's "
+                         "largest member, with this weight (0-1) on the distillation loss (default: 0, off)")
     retrain.add_argument("--supernet", help="supernet checkpoint for --init supernet and --distill (default: the "
                          "one best.yaml names)")
     retrain.add_argument("--device", help="cpu, cuda or cuda:N (default: the search's device)")
-    retrain.add_argument("--threads", type=int, help="CPU threads when timing (default: the search's)")
+    retrain.add_argument("--threads", type=THREADS, help="CPU threads when timing (default: the search's)")
     retrain.add_argument("--runtime", help="torch, torch-compile or onnxruntime: the runtime checked against the "
                          "budget (default: the search's); torch and onnxruntime are always measured")
     retrain.add_argument("--compile", action="store_true", help="train through torch.compile (faster on a GPU)")
@@ -254,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="model.pt (or checkpoint.pt) from `nas retrain`")
     export.add_argument("--format", default="onnx", help="export format; onnx (the default) is the only one")
     export.add_argument("--out", help="output file (default: model.onnx beside the checkpoint)")
-    export.add_argument("--atol", type=float, default=1e-4,
+    export.add_argument("--atol", type=number(0, 1000), default=1e-4,
                         help="largest absolute logit difference accepted between onnxruntime and torch "
                              "(default: 1e-4)")
     export.add_argument("--data", help="an .npz file or an image folder whose test images the export is checked "
@@ -265,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "nas describe runs/quickstart/best.yaml --space search_spaces/cpu_small.yaml --json")
     describe.add_argument("arch", help="best.yaml, an arch YAML (e.g. search_spaces/reference/lightvit_t.yaml) "
                                        "or timm:MODEL (a timm baseline, e.g. timm:mobilevit_xs)")
-    describe.add_argument("--resolution", type=int, help="count MACs at this input size instead of the arch's")
+    describe.add_argument("--resolution", type=RESOLUTION, help="count MACs at this input size instead of the arch's")
     describe.add_argument("--space", help="also report whether the arch is a member of this space")
     describe.add_argument("--json", action="store_true", help="print as JSON")
 
@@ -274,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("arch", help="best.yaml, an arch YAML or timm:MODEL")
     measure.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     measure.add_argument("--runtime", default="torch", help="torch (default), torch-compile or onnxruntime")
-    measure.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
-    measure.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
-    measure.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default: 50)")
+    measure.add_argument("--threads", type=THREADS, default=1, help="CPU threads (default: 1)")
+    measure.add_argument("--batch", type=integer(1, 4096), default=1, help="batch size (default: 1)")
+    measure.add_argument("--runs", type=integer(5, 100_000), default=50, help="timed runs after warm-up (default: 50)")
     measure.add_argument("--json", action="store_true", help="print as JSON")
 
     latency_sub = _group(sub, "latency", "latency predictor commands",
@@ -288,13 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--space", required=True, help="search-space YAML")
     fit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     fit.add_argument("--runtime", default="torch", help="torch (default), torch-compile or onnxruntime")
-    fit.add_argument("--threads", type=int, default=1, help="CPU threads when timing (default: 1)")
-    fit.add_argument("--samples", type=int, default=150, help="sub-networks to measure (default: 150)")
-    fit.add_argument("--holdout", type=float, default=0.3, help="share held out to report accuracy (default: 0.3)")
-    fit.add_argument("--rounds", type=int, default=24,
+    fit.add_argument("--threads", type=THREADS, default=1, help="CPU threads when timing (default: 1)")
+    fit.add_argument("--samples", type=integer(10, 100_000), default=150, help="sub-networks to measure (default: 150)")
+    fit.add_argument("--holdout", type=number(0.05, 0.9), default=0.3, help="share held out to score it (default: 0.3)")
+    fit.add_argument("--rounds", type=integer(2, 1000), default=24,
                      help="rounds over the sample, one short timed block of every sub-network each, in a new order "
                           "each round: the machine's slow spells then slow every sub-network alike (default: 24)")
-    fit.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    fit.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: 0)")
     fit.add_argument("--out", help="predictor file (default: runs/latency-SPACE-RUNTIME-FINGERPRINT/predictor.json)")
     fit.add_argument("--json", action="store_true", help="print the accuracy figures as JSON")
 
@@ -306,13 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small --epochs 6")
     train.add_argument("--space", required=True, help="search-space YAML")
     train.add_argument("--run-dir", help="output folder (default: runs/supernet-SPACE)")
-    train.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
-    train.add_argument("--batch-size", type=int, default=128,
+    train.add_argument("--epochs", type=EPOCHS, default=6, help="training epochs (default: 6)")
+    train.add_argument("--batch-size", type=BATCH, default=128,
                        help="images per step, split across the processes under torchrun (default: 128)")
     train.add_argument("--distill", choices=("kl", "alpha"), default="kl",
                        help="distillation loss of the smaller members: kl, or alpha for AlphaNet's adaptive "
                             "alpha-divergence (default: kl)")
-    train.add_argument("--checkpoint-every", type=int, default=20,
+    train.add_argument("--checkpoint-every", type=integer(1, 10**9), default=20,
                        help="optimiser steps between checkpoints, besides one each epoch (default: 20)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -324,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "--subnets 10 --epochs 3")
     rank.add_argument("--space", required=True, help="search-space YAML the supernet was trained for")
     rank.add_argument("--supernet", required=True, help="supernet checkpoint from `nas supernet train`")
-    rank.add_argument("--subnets", type=int, default=10, help="sub-networks, stratified over MACs (default: 10)")
-    rank.add_argument("--epochs", type=int, default=3, help="standalone training epochs per sub-network (default: 3)")
+    rank.add_argument("--subnets", type=integer(3, 10_000), default=10, help="sub-networks, by MACs (default: 10)")
+    rank.add_argument("--epochs", type=EPOCHS, default=3, help="standalone epochs per sub-network (default: 3)")
     rank.add_argument("--run-dir", help="output folder (default: rank/ beside the supernet checkpoint)")
     rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -65,7 +65,7 @@ def test_fit_for_onnxruntime_exports_first_and_a_rerun_takes_every_record_from_t
     assert json.loads(fit.stdout)["n"] == 3 and not (tmp_path / "predictor-onnx").exists()  # exports removed
     again = run_nas(*args)
     assert json.loads(again.stdout) == json.loads(fit.stdout)  # every record from the cache, so nothing exported
-    assert_one_line_error(run_nas(*args, "--rounds", 1), "--rounds at least 2")
+    assert_one_line_error(run_nas(*args, "--rounds", 1), "argument --rounds: must be from 2 to 1,000, got 1")
 
 
 def test_halves_agreement_compares_odd_and_even_rounds():

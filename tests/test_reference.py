@@ -168,4 +168,4 @@ def test_describe_at_another_resolution_validates_it_again():
     assert_one_line_error(run_nas("describe", REFERENCE / "lightvit_t.yaml", "--resolution", "96"),
                           "at --resolution 96", "knob window: 7 is larger than the 6x6 map")
     assert_one_line_error(run_nas("describe", REFERENCE / "ghostnet_100.yaml", "--resolution", "0"),
-                          "resolution: expected a positive integer")
+                          "argument --resolution: must be from 8 to 4,096, got 0")

@@ -44,8 +44,8 @@ def parse_budget(text: str) -> float:
     if not match:
         raise NasError(f"--latency-budget {text!r}: expected a number with a unit, e.g. 5ms, 800us or 0.005s")
     value = float(match.group(1)) * _UNITS_MS[match.group(2)]
-    if value <= 0:
-        raise NasError(f"--latency-budget {text!r}: must be greater than zero")
+    if not 0 < value <= 60_000:
+        raise NasError(f"--latency-budget {text!r}: must be above zero and at most a minute (60s)")
     return value
 
 

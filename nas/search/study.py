@@ -18,6 +18,7 @@ import optuna
 from nas.arch import Arch, load_arch, read_yaml
 from nas.errors import NasError, first_line
 from nas.latency.measure import parse_budget
+from nas.options import RANGES, check_range
 from nas.runs import differing_settings
 from nas.search.encoding import suggest, to_params
 from nas.space import SearchSpace
@@ -25,6 +26,7 @@ from nas.space import SearchSpace
 SAMPLERS = ("nsga2", "tpe", "random")
 BACKENDS = ("optuna", "ray")
 STUDY_NAME = "search"
+OPTIONAL = ("data_workers", "limit_train", "max_params", "max_macs")  # None: not set
 
 
 @dataclass
@@ -61,10 +63,18 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def check(self) -> "SearchSettings":
-        """`self`, or a NasError naming the first setting out of range."""
-        if self.trials < 1 or self.epochs < 1 or self.threads < 1 or self.workers < 1:
-            raise NasError("--trials, --epochs, --threads and --workers must be at least 1")
+    def check(self, where: str = "settings") -> "SearchSettings":
+        """`self`, or a NasError naming the first setting of the wrong type or out of range (settings may come
+        from a config.yaml, `where`, past the command line's checks)."""
+        for name in ("space", "latency_budget", "device", "runtime", "sampler", "backend"):
+            if not isinstance(getattr(self, name), str):
+                raise NasError(f"{where}: {name} must be text, got {getattr(self, name)!r}")
+        for name in ("data", "supernet", "predictor", "address", "storage"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise NasError(f"{where}: {name} must be text, got {getattr(self, name)!r}")
+        for name in RANGES:
+            if getattr(self, name) is not None or name not in OPTIONAL:
+                check_range(name, getattr(self, name), where)
         if self.sampler not in SAMPLERS:
             raise NasError(f"--sampler {self.sampler}: expected one of {', '.join(SAMPLERS)}")
         if self.backend not in BACKENDS:
@@ -91,7 +101,8 @@ def search_settings(given: dict[str, Any], resume: str | None = None, config: st
     missing = [f"--{k.replace('_', '-')}" for k in ("space", "latency_budget") if k not in merged]
     if missing:
         raise NasError(f"{' and '.join(missing)} required (or --config FILE, or --resume RUN)")
-    return SearchSettings(**merged, budget_ms=parse_budget(merged["latency_budget"]))
+    where = str(Path(resume) / "config.yaml") if resume else config or "options"
+    return SearchSettings(**merged, budget_ms=parse_budget(merged["latency_budget"])).check(where)
 
 
 def check_run_folder(run_dir: Path, settings: SearchSettings, space_hash: str) -> None:

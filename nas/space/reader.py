@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nas.arch import Reader, canonical_value, read_yaml
+from nas.arch import Reader, canonical_value, limit_of, read_yaml, within_limit
 from nas.errors import NasError
 from nas.space.model import PartSpace, SearchSpace, StageSpace
 from supernet.blocks import FAMILIES, HEADS, REQUIRED, STEMS
@@ -24,10 +24,12 @@ def _choices(reader: Reader, value: Any, path: str, check: Any, expects: str) ->
     if not values:
         reader.fail(path, f"a non-empty list of {expects}", value)
     out = []
+    limit = limit_of(path)
     for item in values:
         item = canonical_value(item)
-        if not check(list(item) if isinstance(item, tuple) else item):
-            reader.fail(path, f"{expects} (or a list of them)", item)
+        plain = list(item) if isinstance(item, tuple) else item
+        if not check(plain) or not within_limit(plain, limit):
+            reader.fail(path, f"{expects}, finite and at most {limit} (or a list of them)", item)
         if item not in out:
             out.append(item)
     return tuple(out)
