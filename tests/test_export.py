@@ -132,6 +132,9 @@ def test_nas_export_writes_a_verified_onnx_file(checkpoint, tmp_path):
     import onnxruntime
 
     out = tmp_path / "deploy" / "net.onnx"
+    code, _, err = _nas("export", checkpoint, "--format", "onnx", "--out", out, "--json")
+    assert code == 2 and "does not exist; create it first" in err[0] and not out.parent.exists()  # makes no folders
+    out.parent.mkdir()
     code, stdout, _ = _nas("export", checkpoint, "--format", "onnx", "--out", out, "--json")
     assert code == 0
     result = json.loads(stdout)
