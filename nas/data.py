@@ -409,17 +409,37 @@ def _from_npz(archive: np.lib.npyio.NpzFile, where: str, source: str) -> Splits:
         raise NasError(f"{where}: missing arrays {', '.join(sorted(missing))} "
                        "(expected x_train, y_train, x_test, y_test; optional x_val, y_val, class_names)")
     splits = ["train", "test"] + (["val"] if {"x_val", "y_val"} <= set(archive.files) else [])
-    images = {s: _to_nchw(archive[f"x_{s}"], f"{where}: x_{s}") for s in splits}
-    labels = {s: archive[f"y_{s}"].astype(np.int64).reshape(-1) for s in splits}
+    arrays = {name: _array(archive, name, where) for name in archive.files if name[:2] in ("x_", "y_")}
+    images = {s: _to_nchw(arrays[f"x_{s}"], f"{where}: x_{s}") for s in splits}
+    labels = {}
     for s in splits:
+        y = arrays[f"y_{s}"]
+        if y.dtype.kind not in "iu" or y.size != len(y.reshape(-1)) or y.ndim > 2:
+            raise NasError(f"{where}: y_{s} must hold whole-number class labels, got {y.dtype} of shape {y.shape}")
+        labels[s] = y.astype(np.int64).reshape(-1)
         if len(images[s]) != len(labels[s]) or len(labels[s]) == 0:
             raise NasError(f"{where}: x_{s} and y_{s} must be non-empty and of equal length")
-    num_classes = int(max(labels[s].max() for s in splits)) + 1
+        if labels[s].min() < 0:
+            raise NasError(f"{where}: y_{s} holds a negative label ({labels[s].min()}); labels are 0, 1, 2, ...")
+    names = None
     if "class_names" in archive.files:
-        names = [str(n) for n in archive["class_names"]]
-    else:
-        names = [str(i) for i in range(num_classes)]
-    return Splits(labels, names, source, images=images)
+        names = [str(n) for n in _array(archive, "class_names", where).reshape(-1)]
+    num_classes = len(names) if names else int(max(labels[s].max() for s in splits)) + 1
+    for s in splits:
+        if labels[s].max() >= num_classes:
+            raise NasError(f"{where}: y_{s} holds label {labels[s].max()}, but class_names names {num_classes} classes")
+    if len(np.unique(labels["train"])) < 2 or num_classes > 100_000:
+        raise NasError(f"{where}: the training labels must name from 2 to 100,000 classes, got "
+                       f"{len(np.unique(labels['train']))} in train of {num_classes}")
+    return Splits(labels, names or [str(i) for i in range(num_classes)], source, images=images)
+
+
+def _array(archive: np.lib.npyio.NpzFile, name: str, where: str) -> np.ndarray:
+    """One array of an .npz file; object arrays (pickles) and unreadable members are one NasError."""
+    try:
+        return archive[name]
+    except (ValueError, OSError, EOFError) as error:
+        raise NasError(f"{where}: array {name} cannot be read safely ({first_line(error)})") from None
 
 
 def _list_folder(folder: Path, class_names: list[str]) -> tuple[list[Path], list[int], list[tuple[str, int]]]:
@@ -448,6 +468,8 @@ def _from_folder(root: Path, val_fraction: float, seed: int, saved: Path | None)
     if not class_names:
         raise NasError(f"--data {root}: no class subfolders found; expected {root}/<class>/<image> "
                        f"or {root}/train/<class>/<image> with {root}/test/<class>/<image>")
+    if len(class_names) < 2:
+        raise NasError(f"--data {root}: one class subfolder ({class_names[0]}); a classifier needs at least two")
     files, labels, fingerprint = {}, {}, hashlib.sha256()
     for split, folder in split_dirs.items():
         found, targets, listing = _list_folder(folder, class_names)
