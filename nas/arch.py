@@ -220,7 +220,7 @@ def _stage_from_dict(reader: "Reader", data: Any, path: str) -> StageArch:
 # that a typo is refused before it reaches the allocator. Knob numbers (kernels, heads, ratios) get KNOB_LIMIT.
 LIMITS = {"resolution": 4096, "in_channels": 16, "num_classes": 100_000, "width": 8192, "stride": 8, "depth": 64,
           "global_tokens": 256}
-KNOB_LIMIT = 1024
+KNOB_LIMIT = 8192  # a knob may be a width (a head's neck)
 
 
 def limit_of(path: str) -> int:
