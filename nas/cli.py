@@ -29,7 +29,6 @@ def log(message: str) -> None:
 
 def _device_and_threads(args: argparse.Namespace):
     from nas.latency import resolve_device
-
     return resolve_device(args.device)  # --threads is bounded by its type
 
 
@@ -332,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0), or a bad option already reported in one line (2)
+        return int(done.code or 0)
     try:
         return args.handler(args)
     except NasError as error:

@@ -125,7 +125,7 @@ def test_a_dashboard_beyond_loopback_warns_that_it_has_no_authentication(tmp_pat
         server.wait(timeout=30)
     assert first.startswith("warning: --host 0.0.0.0 serves the dashboard beyond this machine") and \
         "no authentication" in first
-    assert_one_line_error(run_nas("dashboard", tmp_path, "--port", 70000), "--port 70000: must be 1-65535")
+    assert_one_line_error(run_nas("dashboard", tmp_path, "--port", 70000), "argument --port: must be from 1 to 65,535")
 
 
 def test_infeasible_budget_names_the_smallest_latency_and_writes_nothing(tmp_path):

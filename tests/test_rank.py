@@ -144,8 +144,8 @@ def assert_cli_error(outcome, *fragments):
 def test_errors_are_one_line(tmp_path, tiny_supernet):
     base = ["supernet", "rank", "--space", TINY_SPACE, "--limit-train", 512, "--run-dir", tmp_path / "run"]
     assert_cli_error(run_in_process(*base, "--supernet", tmp_path / "none.pt"), "none.pt", "no such checkpoint")
-    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--subnets", 2), "--subnets", "at least 3")
-    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--epochs", 0), "--epochs", "at least 1")
+    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--subnets", 2), "--subnets", "must be from 3")
+    assert_cli_error(run_in_process(*base, "--supernet", tiny_supernet, "--epochs", 0), "--epochs", "must be from 1")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
     assert_cli_error(run_in_process(*base, "--supernet", corrupt), "not a readable checkpoint")
