@@ -206,7 +206,7 @@ def timm_arch(model: str, resolution: int | None = None, in_channels: int = 3, n
 def _stage_from_dict(reader: "Reader", data: Any, path: str) -> StageArch:
     stage = reader.mapping(data, path, {"family", "depth", "width", "stride", "knobs"})
     family_name = stage.get("family")
-    if family_name not in FAMILIES:
+    if not isinstance(family_name, str) or family_name not in FAMILIES:
         reader.fail(f"{path}.family", f"one of {', '.join(FAMILIES)}", family_name)
     family = FAMILIES[family_name]
     depth = reader.positive_int(stage.get("depth"), f"{path}.depth")
@@ -242,7 +242,7 @@ class Reader:
     def mapping(self, data: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(data, dict):
             self.fail(path, "a mapping", data)
-        unknown = sorted(set(data) - allowed)
+        unknown = sorted(set(data) - allowed, key=str)
         if unknown:
             key = f"{path}.{unknown[0]}" if path else str(unknown[0])
             raise NasError(f"{self.source}: {key}: unknown key (expected one of: {', '.join(sorted(allowed))})")
@@ -297,7 +297,7 @@ def within_limit(value: Any, limit: float) -> bool:
         return all(within_limit(item, limit) for item in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
-    return math.isfinite(value) and abs(value) <= limit
+    return abs(value) <= limit if isinstance(value, int) else math.isfinite(value) and abs(value) <= limit
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.errors import NasError
+from nas.errors import NasError, error_line
 from nas.options import (BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESOLUTION, SEED, THREADS, WORKERS,
                          OneLineParser, integer, number)
 
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     try:
         return args.handler(args)
-    except NasError as error:
-        print(f"nas: error: {error}", file=sys.stderr)
+    except (NasError, OSError, RecursionError) as error:  # also a path the file system refuses, or deep input
+        print(f"nas: error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted; run the same command again to resume", file=sys.stderr)

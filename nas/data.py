@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -358,8 +359,10 @@ def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: i
         elif path.is_file() and path.suffix == ".npz":
             try:
                 archive = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as error:
-                raise NasError(f"--data {path}: not a readable .npz file ({error})") from None
+                if not isinstance(archive, np.lib.npyio.NpzFile):
+                    raise ValueError("a single array (.npy), not an archive of named arrays")
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+                raise NasError(f"--data {path}: not a readable .npz file ({first_line(error)})") from None
             data = _from_npz(archive, str(path), str(path))
         elif path.exists():
             raise NasError(f"--data {path}: expected an .npz file or an image folder with one subfolder per class")
@@ -395,6 +398,8 @@ def load_space_and_data(space_file: str | Path, spec: str | Path | None = None, 
 def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype != np.uint8:
         raise NasError(f"{where}: images must be uint8 (0-255), got {x.dtype}")
+    if x.ndim in (3, 4) and not (0 < x.shape[-1] <= 4096 and 0 < x.shape[-2] <= 4096):
+        raise NasError(f"{where}: images of shape {x.shape}: each side must be 1 to 4,096 pixels")
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
@@ -437,9 +442,13 @@ def _from_npz(archive: np.lib.npyio.NpzFile, where: str, source: str) -> Splits:
 def _array(archive: np.lib.npyio.NpzFile, name: str, where: str) -> np.ndarray:
     """One array of an .npz file; object arrays (pickles) and unreadable members are one NasError."""
     try:
-        return archive[name]
-    except (ValueError, OSError, EOFError) as error:
-        raise NasError(f"{where}: array {name} cannot be read safely ({first_line(error)})") from None
+        array = archive[name]
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as error:
+        raise NasError(f"{where}: array {name} cannot be read safely ({first_line(error) or type(error).__name__})"
+                       ) from None
+    if not isinstance(array, np.ndarray):
+        raise NasError(f"{where}: member {name} is not an array")
+    return array
 
 
 def _list_folder(folder: Path, class_names: list[str]) -> tuple[list[Path], list[int], list[tuple[str, int]]]:

@@ -17,3 +17,14 @@ def first_line(error: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def error_line(error: BaseException) -> str:
+    """The one line the command line prints for `error`: a NasError's message; for what the file system refuses
+    (a name too long, a symlink loop) or an input nested past Python's recursion limit, what and where."""
+    if isinstance(error, NasError):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return "an input (YAML or JSON) nested too deeply, or referring to itself; check the file"
+    where = getattr(error, "filename", None)
+    return f"{where}: {error.strerror or first_line(error)}" if where else first_line(error)

@@ -224,9 +224,11 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1
     if not atol >= 0:
         raise NasError(f"--atol {atol}: must be zero or more")
     out = out or checkpoint.with_name("model.onnx")
+    check_output_file(out, "--out")
+    if checkpoint.is_symlink() and not checkpoint.exists():
+        raise NasError(f"{checkpoint}: a symbolic link to nowhere (dangling, or a loop); pass model.pt")
     if out.resolve() == checkpoint.resolve():
         raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
-    check_output_file(out, "--out")
     model, arch = read_checkpoint(checkpoint)
     data = load_data(data_spec, workers=0)  # a few test images: no loader processes
     result = export_and_verify(model, arch, data, out, atol)

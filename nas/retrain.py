@@ -74,19 +74,25 @@ class Recipe:
 
     def check(self) -> "Recipe":
         """`self`, or a NasError naming the first setting out of range."""
+        numbers = [getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), float)]
+        if not all(math.isfinite(value) for value in numbers):
+            raise NasError("recipe: every number must be finite (no nan or inf)")
         problems = [
-            (self.epochs < 1, "epochs must be at least 1"), (self.batch_size < 2, "batch_size must be at least 2"),
-            (self.lr <= 0, "lr must be positive"), (self.weight_decay < 0, "weight_decay must be >= 0"),
-            (self.warmup_epochs < 0, "warmup_epochs must be >= 0"),
+            (not 1 <= self.epochs <= 10_000, "epochs must be 1 to 10,000"),
+            (not 2 <= self.batch_size <= 65_536, "batch_size must be 2 to 65,536"),
+            (not 0 < self.lr <= 10, "lr must be above 0 and at most 10"),
+            (not 0 <= self.weight_decay <= 10, "weight_decay must be 0 to 10"),
+            (not 0 <= self.warmup_epochs <= 10_000, "warmup_epochs must be 0 to 10,000"),
+            (not 0 <= self.seed < 2**32, "seed must be 0 to 2**32 - 1"),
             (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (min(self.mixup, self.cutmix) < 0, "mixup and cutmix must be >= 0"),
+            (not (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10), "mixup and cutmix must be 0 to 10"),
             (not 0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
-            (self.randaugment_ops < 0, "randaugment_ops must be >= 0"),
+            (not 0 <= self.randaugment_ops <= 16, "randaugment_ops must be 0 to 16"),
             (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in 0-30"),
             (not 0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1]"),
             (not 0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (not 0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-            (self.clip_grad < 0, "clip_grad must be >= 0"),
+            (not 0 <= self.clip_grad <= 1e6, "clip_grad must be 0 to 1e6"),
             (self.init not in INITS, f"init must be one of {', '.join(INITS)}"),
             (not 0 <= self.distill <= 1, "distill must be in [0, 1]")]
         for failed, message in problems:
@@ -112,8 +118,8 @@ def default_recipe(train_images: int, **overrides: Any) -> Recipe:
         "drop_path": 0.05 if small else 0.1, "random_erasing": 0.0 if small else 0.25}
     settings = {**base, **overrides}
     if "ema_decay" not in overrides:
-        steps = settings["epochs"] * math.ceil(train_images / settings.get("batch_size", Recipe.batch_size))
-        settings["ema_decay"] = round(min(0.9999, max(0.9, 1 - 10 / steps)), 5)
+        steps = settings["epochs"] * math.ceil(train_images / max(1, settings.get("batch_size", Recipe.batch_size)))
+        settings["ema_decay"] = round(min(0.9999, max(0.9, 1 - 10 / max(1, steps))), 5)  # bad values: check() says
     return Recipe(**settings).check()
 
 

@@ -76,13 +76,12 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     arch = load_arch(arch_file)
     searched = isinstance(document, dict) and "arch" in document
     record = document if searched else {}
+    _check_record(record, arch_file)
     recorded = record.get("device", {})
     provenance = record.get("provenance", {})
     threads = options.threads or recorded.get("threads") or 1
-    if threads < 1:
-        raise NasError(f"--threads {threads}: must be at least 1")
-    device = resolve_device(options.device or recorded.get("device", "cpu"))
-    runtime = check_runtime(options.runtime or recorded.get("runtime", "torch"))
+    device = resolve_device(recorded.get("device", "cpu") if options.device is None else options.device)
+    runtime = check_runtime(recorded.get("runtime", "torch") if options.runtime is None else options.runtime)
     if run_dir is None:
         run_dir = (Path(arch_file).parent / "retrain" if searched
                    else RUNS_ROOT / safe_name(f"retrain-{Path(str(arch_file).replace(':', '-')).stem}-{arch.arch_id}"))
@@ -113,6 +112,27 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     if metrics is None:
         return None
     return Retrained(str(arch_file), run_dir, device, threads, metrics, record)
+
+
+def _check_record(record: dict[str, Any], path: str | Path) -> None:
+    """Refuse a best.yaml (or front file) whose record a retraining reads is of the wrong shape or type."""
+    for key in ("device", "provenance"):
+        if not isinstance(record.get(key, {}), dict):
+            raise NasError(f"{path}: {key} must be a mapping, got {record[key]!r}; pass a best.yaml nas wrote")
+    device, provenance = record.get("device", {}), record.get("provenance", {})
+    texts = {"device.device": device.get("device"), "device.runtime": device.get("runtime"),
+             "provenance.data": provenance.get("data"), "provenance.supernet": provenance.get("supernet")}
+    for key, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise NasError(f"{path}: {key} must be text, got {value!r}")
+    threads = device.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise NasError(f"{path}: device.threads must be a whole number from 1 to 1,024, got {threads!r}")
+    for key in ("budget_ms", "latency_ms", "latency_p90_ms"):
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 < value < float("inf")):
+            raise NasError(f"{path}: {key} must be a positive finite number of milliseconds, got {value!r}")
 
 
 def retrained_lines(result: Retrained) -> list[str]:
@@ -161,6 +181,9 @@ def retrain_top(search: str | Path, top: int, options: RetrainOptions, run_dir: 
     out = run_dir or search_dir / "retrain-top"
     check_run_dir(out, ("top.json", *(path.stem for path in front)), run_dir is not None)
     documents = [(path, read_yaml(path)) for path in front[:top]]  # every file read before any training
+    for path, document in documents:
+        load_arch(path)
+        _check_record(document if isinstance(document, dict) else {}, path)
     results = []
     for place, (path, document) in enumerate(documents, 1):
         log(f"--- {place}/{len(documents)}: {path.name}")

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def check_run_dir(run_dir: Path, ours: tuple[str, ...], given: bool, option: str
     run of this kind (any of the files `ours`)."""
     if "\0" in str(run_dir):
         raise NasError(f"{option}: a path with a NUL character; pass a folder name")
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise NasError(f"{option} {run_dir}: a symbolic link to nowhere (dangling, or a loop); pass a folder")
     if run_dir.exists():
         if not run_dir.is_dir():
             raise NasError(f"{option} {run_dir}: is a file, not a folder; pass a new folder")
@@ -58,6 +61,8 @@ def check_output_file(path: Path, option: str) -> None:
     """Refuse an output file the user names unless nas can write it: not a folder, in an existing writable one."""
     if "\0" in str(path):
         raise NasError(f"{option}: a path with a NUL character; pass a file name")
+    if path.is_symlink() and not path.exists():
+        raise NasError(f"{option} {path}: a symbolic link to nowhere (dangling, or a loop); pass a file name")
     if path.is_dir():
         raise NasError(f"{option} {path}: is a folder; pass a file name in it")
     if path.exists() and not path.is_file():
@@ -100,8 +105,11 @@ def load_checkpoint(path: Path, kind: str, hint: str = "") -> dict[str, Any]:
     if not path.is_file():
         raise NasError(f"{path}: no such checkpoint file{fix}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as error:
+        with warnings.catch_warnings():  # torch warns of odd pickle protocols: the one line below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError,
+            IndexError) as error:
         raise NasError(f"{path}: not a readable checkpoint (corrupt, truncated, or not a file nas wrote; "
                        f"{type(error).__name__}); pass a checkpoint written by nas") from None
     if not isinstance(payload, dict) or payload.get("format") != kind:

@@ -241,7 +241,8 @@ def load_supernet_checkpoint(path: Path, space: SearchSpace | None = None) -> di
     """Load a supernet checkpoint; if `space` is given, it must be the space the checkpoint was trained for."""
     payload = load_checkpoint(path, CHECKPOINT_KIND)
     if space is not None and payload.get("space_hash") != space.space_hash:
-        raise NasError(f"{path}: this supernet was trained for space {payload.get('space', {}).get('name')!r} "
+        saved = payload.get("space") if isinstance(payload.get("space"), dict) else {}
+        raise NasError(f"{path}: this supernet was trained for space {saved.get('name')!r} "
                        f"({payload.get('space_hash')}), not {space.name!r} ({space.space_hash}); "
                        "pass the matching --space, or leave --supernet out to train a new one")
     return payload
@@ -256,6 +257,6 @@ def load_supernet(path: Path, space: SearchSpace | None = None) -> SpaceSupernet
     model = SpaceSupernet(space)
     try:
         model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as error:
         raise NasError(f"{path}: its weights do not fit space {space.name!r}: {first_line(error)}") from None
     return model.eval()

@@ -182,7 +182,7 @@ class LatencyPredictor:
     def load(cls, path: Path) -> "LatencyPredictor":
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise NasError(f"{path}: not a readable latency predictor ({type(error).__name__})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise NasError(f"{path}: not a latency predictor written by `nas latency fit`")
@@ -190,7 +190,11 @@ class LatencyPredictor:
             raise NasError(f"{path}: a latency predictor of format version {data.get('version')}, this nas reads "
                            f"version {VERSION}; refit it with `nas latency fit`")
         data.pop("format"), data.pop("version")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError:
+            raise NasError(f"{path}: a latency predictor with missing or unknown fields; refit it with "
+                           "`nas latency fit`") from None
 
 
 def load_predictor_for(path: Path, device: torch.device, runtime: str, threads: int) -> LatencyPredictor:

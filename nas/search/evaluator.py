@@ -37,6 +37,20 @@ def check_budget_feasible(space: SearchSpace, budget_ms: float, device: torch.de
     return record
 
 
+def check_limits_feasible(space: SearchSpace, max_params: int | None, max_macs: int | None) -> None:
+    """A --max-params or --max-macs below the space's smallest member's is a NasError naming that member's size."""
+    from supernet.network import build
+
+    smallest = space.smallest()
+    model = build(smallest)
+    params = count_params(model)
+    macs = count_macs(model, (1, smallest.in_channels, smallest.resolution, smallest.resolution))
+    for option, limit, size in (("--max-params", max_params, params), ("--max-macs", max_macs, macs)):
+        if limit is not None and size > limit:
+            raise NasError(f"{option} {limit:,} is infeasible: the smallest sub-network of {space.name} has "
+                           f"{size:,}; allow at least that")
+
+
 class Evaluator:
     """Scores one candidate: supernet accuracy, then latency (predicted when safely far from the budget)."""
 

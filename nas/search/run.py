@@ -19,7 +19,7 @@ from nas.latency import LatencyCache, check_runtime, resolve_device
 from nas.latency.predictor import LatencyPredictor, load_predictor_for
 from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_yaml
 from nas.search.backend import backend
-from nas.search.evaluator import Evaluator, check_budget_feasible
+from nas.search.evaluator import Evaluator, check_budget_feasible, check_limits_feasible
 from nas.search.outputs import write_outputs
 from nas.search.progress import SearchProgress
 from nas.search.study import SearchSettings, check_run_folder, open_storage, open_study
@@ -54,6 +54,7 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
         open_storage(run_dir, settings.storage)  # a bad URL fails here, before anything is written
 
     cache = LatencyCache()
+    check_limits_feasible(space, settings.max_params, settings.max_macs)
     feasible = check_budget_feasible(space, settings.budget_ms, device, settings.threads, settings.runtime, cache)
     log(f"budget {settings.budget_ms:g} ms on {feasible.device_name} ({settings.runtime}, {settings.threads} "
         f"thread(s)); the smallest member of {space.name} measures {feasible.median_ms:.3f} ms "

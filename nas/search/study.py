@@ -92,6 +92,8 @@ def search_settings(given: dict[str, Any], resume: str | None = None, config: st
         if not saved.is_file():
             raise NasError(f"--resume {resume}: no config.yaml there; pass the folder of a nas search")
         base = read_yaml(saved) or {}
+        if not isinstance(base, dict):
+            raise NasError(f"{saved}: not the config.yaml of a nas search (not a mapping)")
     elif config:
         base = read_yaml(config)
         if not isinstance(base, dict):
