@@ -21,6 +21,7 @@ starts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -120,8 +121,12 @@ class Splits:
     def recalibration(self, resolution: int, channels: int, batch_size: int = 128) -> "Batches":
         """The fixed subset of training images (evaluation transform) that BatchNorm statistics are recomputed
         on: the first `RECALIBRATION_IMAGES` of a seeded permutation, the same for every sub-network."""
-        order = np.random.default_rng(0).permutation(self.size("train"))[:RECALIBRATION_IMAGES]
-        return self.loader("train", resolution, channels, batch_size, indices=order.tolist())
+        return self.loader("train", resolution, channels, batch_size, indices=self._recalibration_subset)
+
+    @functools.cached_property
+    def _recalibration_subset(self) -> list[int]:
+        """Drawn once: a search recalibrates every trial, and the permutation spans the whole training split."""
+        return np.random.default_rng(0).permutation(self.size("train"))[:RECALIBRATION_IMAGES].tolist()
 
     def save_split(self, run_dir: Path) -> None:
         """Write what was held out of a folder (and the folder's fingerprint) to `run_dir`, once."""
