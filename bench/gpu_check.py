@@ -12,7 +12,9 @@ In order, each stage timed, a failing stage recorded (its error's first line) an
    --trials trials on the Optuna backend (CUDA-event latency), through to best.yaml;
 4. retrain: `nas retrain best.yaml` for one epoch, which exports model.onnx, checks ONNX Runtime against torch and
    times it (its CUDA provider when it has one, else its CPU one);
-5. latency: CUDA-event latency of every reference arch and of timm `mobilevit_xs`, at batch 1 and 64.
+5. latency: CUDA-event latency of every reference arch and of timm `mobilevit_xs`, at batch 1 and 64;
+6. memory: for every reference arch, one AMP training step at batch 64: the memory check's estimate
+   (`nas.memory.training_need`) beside the peak CUDA memory the step allocated.
 
 --tiny runs the same stages on a tiny space at 40x40 with a few images, steps and trials, one reference arch and
 batch 1 and 2: the test suite runs it on CPU so that the script cannot rot.
@@ -95,6 +97,11 @@ def main() -> None:
                 "test": loaded.size("test"), "classes": loaded.num_classes}
 
     def supernet() -> dict[str, Any]:
+        from nas.memory import meta_supernet, training_need
+        from nas.space import load_space
+
+        space = load_space(space_file)
+        need = training_need(space.largest(), batch, device, network=meta_supernet(space))
         train_split = summary["data"]["train"]
         epochs = -(-steps * batch // train_split)
         per_epoch = -(-steps // epochs) * batch  # training images an epoch, whole batches
@@ -111,6 +118,7 @@ def main() -> None:
                 "batch_size": batch, "images_per_s": round(history[-1]["images_per_s"], 1),
                 "epoch_seconds": [round(h["seconds"], 1) for h in history],
             "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda" else None,
+            "estimated_gb": round(need.total_bytes / 1e9, 2),
             "precision": precision, "val_acc_largest": history[-1]["val_acc_largest"],
             "steps_per_resolution": history[-1]["steps_per_resolution"]}
 
@@ -157,8 +165,39 @@ def main() -> None:
                 table[name][f"batch{size}_ms"] = round(record.median_ms, 3)
         return {"archs": table}
 
+    def memory() -> dict[str, Any]:
+        from nas.arch import load_arch
+        from nas.memory import training_need
+        from nas.training import Precision
+        from supernet.network import build
+
+        files = sorted((ROOT / "search_spaces" / "reference").glob("*.yaml"))[:1 if tiny else None]
+        size = 2 if tiny else 64
+        table = {}
+        for path in files:
+            arch = load_arch(path)
+            estimate = training_need(arch, size, device).total_bytes
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            model = build(arch).to(device)
+            optimizer = torch.optim.AdamW(model.parameters())
+            precision = Precision(device)
+            x = torch.randn(size, arch.in_channels, arch.resolution, arch.resolution, device=device)
+            with precision.autocast():
+                loss = torch.nn.functional.cross_entropy(model(x).float(), torch.zeros(size, dtype=torch.long,
+                                                                                       device=device))
+            loss.backward()
+            optimizer.step()
+            peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else None
+            table[path.stem] = {"estimate_gb": round(estimate / 1e9, 3),
+                                "peak_gb": round(peak / 1e9, 3) if peak is not None else None,
+                                "estimate_over_peak": round(estimate / peak, 2) if peak else None}
+            del model, optimizer, x, loss
+        return {"batch": size, "archs": table}
+
     for name, work_fn in (("data", data), ("supernet", supernet), ("search", search), ("retrain", retrain),
-                          ("latency", latency)):
+                          ("latency", latency), ("memory", memory)):
         stage(summary, name, work_fn)
     text = json.dumps(summary, indent=2)
     print(text)

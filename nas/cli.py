@@ -123,14 +123,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from nas.arch import load_arch
-    from nas.latency import CAREFUL, LatencyCache, check_runtime, measure_arch
+    from nas.latency import measure_arch_file
 
-    check_runtime(args.runtime)
-    device = _device_and_threads(args)
-    arch = load_arch(args.arch)
-    record = measure_arch(arch, device, args.runtime, args.threads, args.batch, cache=LatencyCache(), refresh=True,
-                          runs=args.runs, **CAREFUL)
+    arch, record = measure_arch_file(args.arch, _device_and_threads(args), args.runtime, args.threads, args.batch,
+                                     args.runs)
     _emit({"arch_id": arch.arch_id, **record.to_dict()}, args.json, [f"arch {arch.arch_id}: {record.summary()}"])
     return 0
 

@@ -87,16 +87,26 @@ def count_matmul_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
+DESCRIBE_BATCH = 128  # the batch `nas describe` sizes training at: the retraining recipe's
+
+
 def describe_arch(arch: "Arch", space: "SearchSpace | None" = None) -> dict[str, Any]:
     """`nas describe`: an arch's id, name, parameters and MACs at its resolution, its YAML form, and (with
     `space`) whether it is a member."""
+    from nas.memory import check_running, running_need, training_need
     from supernet.network import build
 
+    cpu = torch.device("cpu")
+    check_running(arch, 1, cpu, f"arch {arch.arch_id}", fix="it is too large to build here: choose a smaller arch")
+    training = training_need(arch, DESCRIBE_BATCH, cpu)
     model = build(arch)
     result: dict[str, Any] = {
         "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),
         "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
-        "resolution": arch.resolution, "arch": arch.to_dict()}
+        "resolution": arch.resolution, "arch": arch.to_dict(),
+        "memory": {"running_bytes_batch_1": running_need(arch, 1).total_bytes,
+                   f"training_bytes_batch_{DESCRIBE_BATCH}": training.total_bytes,
+                   f"training_activation_bytes_batch_{DESCRIBE_BATCH}": training.activations_bytes}}
     if space is not None:
         result["member"] = space.contains(arch)
     return result
@@ -104,6 +114,8 @@ def describe_arch(arch: "Arch", space: "SearchSpace | None" = None) -> dict[str,
 
 def describe_lines(arch: "Arch", result: dict[str, Any], space_file: str | None = None) -> list[str]:
     """`describe_arch`'s result for a person (`space_file`: the space the membership was checked against)."""
+    from nas.memory import gib
+
     lines = [f"arch {arch.arch_id}{' (' + arch.name + ')' if arch.name else ''}: {result['params']:,} params, "
              f"{result['macs'] / 1e6:.2f} M MACs at {arch.resolution}x{arch.resolution}x{arch.in_channels}"]
     if arch.timm_model:
@@ -113,6 +125,10 @@ def describe_lines(arch: "Arch", result: dict[str, Any], space_file: str | None 
         tokens = f", {arch.global_tokens} global tokens" if arch.global_tokens else ""
         lines.append(f"stem {arch.stem_type} {arch.stem_width}/{arch.stem_stride}, stages {stages}, "
                      f"head {arch.head_type} {arch.head_width or ''}{tokens}, {arch.num_classes} classes")
+    memory = result["memory"]
+    lines.append(f"memory (float32, CPU): training at batch {DESCRIBE_BATCH} about "
+                 f"{gib(memory[f'training_bytes_batch_{DESCRIBE_BATCH}'])}, running one image at least "
+                 f"{gib(memory['running_bytes_batch_1'])}")
     if "member" in result:
         lines.append(f"member of {space_file}: {'yes' if result['member'] else 'no'}")
     return lines

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from nas.arch import load_arch, read_yaml
+from nas.arch import Arch, load_arch, read_yaml
 from nas.data import SPLIT_FILE, load_data
 from nas.errors import NasError
 from nas.latency import check_runtime, resolve_device
+from nas.memory import check_onnx_size, check_training, meta_network, params_of
 from nas.retrain import default_recipe, load_recipe, retrain, supernet_for
 from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_json
 from nas.training import rank_and_world
+
+if TYPE_CHECKING:
+    from nas.weight_sharing import SpaceSupernet
 
 
 @dataclass
@@ -80,7 +84,7 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     recorded = record.get("device", {})
     provenance = record.get("provenance", {})
     threads = options.threads or recorded.get("threads") or 1
-    device = resolve_device(recorded.get("device", "cpu") if options.device is None else options.device)
+    device = _device(record, options)
     runtime = check_runtime(recorded.get("runtime", "torch") if options.runtime is None else options.runtime)
     if run_dir is None:
         run_dir = (Path(arch_file).parent / "retrain" if searched
@@ -93,17 +97,16 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     if data.num_classes != arch.num_classes:
         raise NasError(f"{arch_file}: the arch has {arch.num_classes} classes but {data.source} has "
                        f"{data.num_classes}; pass the data it was searched on with --data")
-    overrides = load_recipe(options.recipe) if options.recipe else {}
-    overrides.update({k: v for k, v in {"epochs": options.epochs, "batch_size": options.batch_size,
-                                        "lr": options.lr, "init": options.init, "distill": options.distill,
-                                        "seed": options.seed}.items() if v is not None})
-    recipe = default_recipe(data.size("train"), **overrides)
+    recipe = default_recipe(data.size("train"), **_recipe_overrides(options))
     supernet = None
     if recipe.init == "supernet" or recipe.distill:
         supernet_path = options.supernet or provenance.get("supernet")
         if not supernet_path:
             raise NasError(f"{arch_file}: --init supernet and --distill need the supernet; pass --supernet CKPT")
-        supernet = supernet_for(arch, Path(supernet_path)).to(device)
+        supernet = supernet_for(arch, Path(supernet_path))
+    _check_memory(arch, arch_file, recipe.batch_size, device, recipe.ema_decay > 0, supernet,
+                  supernet is not None and recipe.distill > 0)
+    supernet = supernet.to(device) if supernet is not None else None
     # the search's latency of the arch tells a disturbed re-measurement only when measured the same way
     same_setup = searched and runtime == recorded.get("runtime") and threads == recorded.get("threads")
     expected = (record.get("latency_ms"), record.get("latency_p90_ms")) if same_setup else (None, None)
@@ -112,6 +115,31 @@ def _retrain(arch_file: str | Path, document: Any, options: RetrainOptions, run_
     if metrics is None:
         return None
     return Retrained(str(arch_file), run_dir, device, threads, metrics, record)
+
+
+def _recipe_overrides(options: RetrainOptions) -> dict[str, Any]:
+    """The recipe file's settings, overridden by the options given."""
+    overrides = load_recipe(options.recipe) if options.recipe else {}
+    overrides.update({k: v for k, v in {"epochs": options.epochs, "batch_size": options.batch_size,
+                                        "lr": options.lr, "init": options.init, "distill": options.distill,
+                                        "seed": options.seed}.items() if v is not None})
+    return overrides
+
+
+def _device(record: dict[str, Any], options: RetrainOptions) -> torch.device:
+    """--device, else the search's."""
+    return resolve_device(record.get("device", {}).get("device", "cpu") if options.device is None else options.device)
+
+
+def _check_memory(arch: Arch, arch_file: str | Path, batch: int, device: torch.device, ema: bool,
+                  supernet: "SpaceSupernet | None" = None, distill: bool = False) -> None:
+    """Refuse, before any folder is made, an arch that cannot be trained on `device` at `batch` (beside the
+    supernet and its largest member as teacher, when they are used), or whose weights one ONNX file cannot hold."""
+    held = params_of(supernet) if supernet is not None else 0
+    if distill:
+        held += params_of(meta_network(supernet.space.largest()))
+    check_training(arch, batch, device, str(arch_file), ema, held)
+    check_onnx_size(params_of(meta_network(arch)), str(arch_file))
 
 
 def _check_record(record: dict[str, Any], path: str | Path) -> None:
@@ -181,9 +209,11 @@ def retrain_top(search: str | Path, top: int, options: RetrainOptions, run_dir: 
     out = run_dir or search_dir / "retrain-top"
     check_run_dir(out, ("top.json", *(path.stem for path in front)), run_dir is not None)
     documents = [(path, read_yaml(path)) for path in front[:top]]  # every file read before any training
+    batch = default_recipe(1, **_recipe_overrides(options)).batch_size
     for path, document in documents:
-        load_arch(path)
-        _check_record(document if isinstance(document, dict) else {}, path)
+        record = document if isinstance(document, dict) else {}
+        _check_record(record, path)
+        _check_memory(load_arch(path), path, batch, _device(record, options), ema=False)
     results = []
     for place, (path, document) in enumerate(documents, 1):
         log(f"--- {place}/{len(documents)}: {path.name}")

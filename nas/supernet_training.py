@@ -37,6 +37,7 @@ from nas.data import SPLIT_FILE, Splits, load_data
 from nas.errors import NasError, first_line
 from nas.evaluate import inherited_accuracy
 from nas.latency import device_lock
+from nas.memory import check_supernet_training
 from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
@@ -141,7 +142,9 @@ def train_supernet_run(space_file: str | Path, config: TrainConfig, device: torc
     given, run_dir = run_dir is not None, run_dir or RUNS_ROOT / f"supernet-{safe_name(space.name)}"
     check_run_dir(run_dir, ("supernet.pt", "train_config.yaml", SPLIT_FILE), given)
     splits = load_data(data, seed=config.seed, limit_train=limit_train, workers=workers, run_dir=run_dir)
-    path = train_supernet(space.with_num_classes(splits.num_classes), splits, run_dir, config, device, log)
+    space = space.with_num_classes(splits.num_classes)
+    check_supernet_training(space, config.batch_size, device, str(space_file))
+    path = train_supernet(space, splits, run_dir, config, device, log)
     if rank_and_world()[0] != 0:
         return None
     return {"checkpoint": str(path), "history": load_supernet_checkpoint(path, space)["history"]}

@@ -3,7 +3,8 @@ stderr, no traceback, nothing written (in the case's folder or the working folde
 
 Categories: numeric options out of range or not numbers (every numeric option of every command), latency budgets,
 run folders and output files that nas must not write into, YAML files nas cannot read (every file role), and
-settings files whose values have the wrong type or range.
+settings files whose values have the wrong type or range, and archs and spaces within every bound that no
+device of today could hold (the refusal names what they need).
 """
 
 import signal
@@ -90,6 +91,39 @@ ARCH_EDITS = {
 }
 
 
+
+def _giant(document: dict) -> None:
+    """Within every bound, but far past any machine's memory: 64 blocks 8192 wide at 4096x4096."""
+    document.update(resolution=4096)
+    document["stages"][0].update(width=8192, depth=64)
+
+
+def _wide_mhsa(document: dict) -> None:
+    """805 M parameters (3.2 GiB of weights, past an ONNX file's 2 GiB) that a machine can hold to run."""
+    document["stages"] = [{"family": "mhsa", "depth": 1, "width": 8192, "stride": 1,
+                           "knobs": {"heads": 8, "mlp_ratio": 4}}]
+
+
+def _giant_space(document: dict) -> None:
+    document.update(resolution=[4096])
+    document["stages"][0].update(width=[8192], depth=[64])
+
+
+MEMORY_CASES = {  # (argv, an edit of the tiny space's smallest member (ARCH_EDIT) or of the tiny space (FILE))
+    "describe-giant": (["describe", "FILE"], _giant), "measure-giant": (["measure", "FILE"], _giant),
+    "measure-batch": (["measure", "FILE", "--batch", "4096"], lambda d: d.update(resolution=4096)),
+    "measure-onnx": (["measure", "FILE", "--runtime", "onnxruntime"], _wide_mhsa),
+    "retrain-giant": (["retrain", "FILE"], _giant),
+    "retrain-batch": (["retrain", "FILE", "--batch-size", "65536"], lambda d: d.update(resolution=4096)),
+    "retrain-onnx": (["retrain", "FILE", "--batch-size", "2"], _wide_mhsa),
+    "train-space-giant": (["supernet", "train", "--space", "FILE"], _giant_space),
+    "train-batch": (["supernet", "train", "--space", "FILE", "--batch-size", "65536"],
+                    lambda d: d.update(resolution=[4096])),
+    "search-space-giant": (["search", "--space", "FILE", "--latency-budget", "1s"], _giant_space),
+    "fit-space-giant": (["latency", "fit", "--space", "FILE"], _giant_space),
+}
+
+
 def _cases() -> list[tuple[str, list[str], dict[str, bytes]]]:
     """(id, argv, files to write in the case's folder) for every case."""
     cases = []
@@ -120,6 +154,13 @@ def _cases() -> list[tuple[str, list[str], dict[str, bytes]]]:
         for value in HUGE:
             cases.append((f"arch-{key}={value}", ["describe", "FILE"], {"ARCH_EDIT": (edit, value)}))
             cases.append((f"measure-arch-{key}={value}", ["measure", "FILE"], {"ARCH_EDIT": (edit, value)}))
+    for name, (argv, change) in MEMORY_CASES.items():
+        if argv[0] in ("search", "latency", "supernet"):
+            document = yaml.safe_load(TINY_SPACE.read_text())
+            change(document)
+            cases.append((f"memory-{name}", argv, {"FILE": yaml.safe_dump(document).encode()}))
+        else:
+            cases.append((f"memory-{name}", argv, {"ARCH_EDIT": (lambda d, _, change=change: change(d), None)}))
     for kind in ("file", "foreign", "missing-parent", "nul", "dev-null"):
         for argv in (["supernet", "train", "--space", TINY, "--run-dir", "RUN"],
                      ["retrain", "ARCH", "--run-dir", "RUN"],
@@ -198,3 +239,5 @@ def test_a_bad_input_is_one_line_and_writes_nothing(case, tmp_path, monkeypatch,
     assert len(lines) == 1 and "Traceback" not in err, err[-1000:]
     assert _snapshot(tmp_path) == before
     assert time.perf_counter() - began < SECONDS_PER_CASE
+    if case[0].startswith("memory-"):  # refused for its size, saying how much it needs
+        assert "needs about" in err or "ONNX file holds at most 2 GiB" in err, err

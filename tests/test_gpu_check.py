@@ -15,7 +15,7 @@ def test_the_gpu_check_runs_every_stage_in_its_tiny_cpu_mode(tmp_path):
                             text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
-    failed = {name: summary[name] for name in ("data", "supernet", "search", "retrain", "latency")
+    failed = {name: summary[name] for name in ("data", "supernet", "search", "retrain", "latency", "memory")
               if not summary[name]["ok"]}
     assert not failed, failed
     assert summary["data"]["images"] == 60 and summary["supernet"]["precision"] == "float32"
@@ -24,3 +24,5 @@ def test_the_gpu_check_runs_every_stage_in_its_tiny_cpu_mode(tmp_path):
     assert summary["search"]["latency_ms"] > 0 and 0 <= summary["retrain"]["test_top1"] <= 1
     assert summary["retrain"]["onnx_max_abs_diff"] < 1e-3
     assert all(row["batch1_ms"] > 0 and row["batch2_ms"] > 0 for row in summary["latency"]["archs"].values())
+    assert summary["supernet"]["estimated_gb"] > 0
+    assert all(row["estimate_gb"] > 0 for row in summary["memory"]["archs"].values())

@@ -7,6 +7,7 @@ from nas.latency.measure import (
                                  LatencyRecord,
                                  check_runtime,
                                  measure_arch,
+                                 measure_arch_file,
                                  measure_interleaved,
                                  measure_latency,
                                  measurement_key,
@@ -15,5 +16,5 @@ from nas.latency.measure import (
 )
 
 __all__ = ["CAREFUL", "RUNTIMES", "LatencyCache", "LatencyRecord", "cache_dir", "check_runtime", "device_lock",
-           "fingerprint", "measure_arch", "measure_interleaved",
+           "fingerprint", "measure_arch", "measure_arch_file", "measure_interleaved",
            "measure_latency", "measurement_key", "parse_budget", "resolve_device"]

@@ -212,6 +212,22 @@ def measurement_key(arch: "Arch", device: torch.device, runtime: str = "torch", 
     return key + (f"|{cache_tag}" if cache_tag else "")
 
 
+def measure_arch_file(path: str, device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
+                      runs: int = 50) -> tuple["Arch", LatencyRecord]:
+    """`nas measure`: the arch in `path` (an arch YAML, best.yaml or timm:MODEL), checked to fit `device` at
+    `batch` (and in one ONNX file for ONNX Runtime), measured carefully and afresh."""
+    from nas.arch import load_arch
+    from nas.memory import check_onnx_size, check_running, meta_network, params_of
+
+    check_runtime(runtime)
+    arch = load_arch(path)
+    check_running(arch, batch, device, path)
+    if runtime == "onnxruntime":
+        check_onnx_size(params_of(meta_network(arch)), path)
+    return arch, measure_arch(arch, device, runtime, threads, batch, cache=LatencyCache(), refresh=True, runs=runs,
+                              **CAREFUL)
+
+
 def measure_arch(arch: "Arch", device: torch.device, runtime: str = "torch", threads: int = 1, batch: int = 1,
                  cache: LatencyCache | None = None, model: nn.Module | None = None, refresh: bool = False,
                  expected_ms: float | None = None, expected_p90_ms: float | None = None,
