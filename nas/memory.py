@@ -5,8 +5,8 @@ an arch of any size is sized in a fraction of a second without allocating it. Tr
 its float32 weight, gradient and AdamW's two moments (16 bytes; 4 more with an EMA, 4 more for a teacher's),
 plus the activations the forward pass saves for the backward one at the batch (half of them under CUDA's
 autocast). Running (inference) needs the weights and at least the largest operator's inputs and outputs.
-Neither counts allocator slack, workspaces or loader buffers: `bench/memory.py` measures training at 0.75-1.04x
-of the real peak and running at 0.4-0.8x, so a refusal is all but certain, and a pass is not a promise.
+Neither counts allocator slack, workspaces or loader buffers: `bench/memory.py` measures training at 0.71-1.08x
+of the real peak and running at 0.37-0.79x, so a refusal is all but certain, and a pass is not a promise.
 """
 
 from __future__ import annotations
