@@ -76,7 +76,7 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
 
     result = rank_supernet_file(args.space, Path(args.supernet), args.subnets, args.epochs, _device_and_threads(args),
                                 args.data, args.seed, args.limit_train, Path(args.run_dir) if args.run_dir else None,
-                                log, args.data_workers)
+                                log, args.data_workers, args.seeds)
     _emit(result, args.json, rank_lines(result))
     return 0
 
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--supernet", required=True, help="supernet checkpoint from `nas supernet train`")
     rank.add_argument("--subnets", type=integer(3, 10_000), default=10, help="sub-networks, by MACs (default: 10)")
     rank.add_argument("--epochs", type=EPOCHS, default=3, help="standalone epochs per sub-network (default: 3)")
+    rank.add_argument("--seeds", type=integer(1, 5), default=2, help="standalone trainings per sub-network, averaged; "
+                      "the first two's agreement is the noise floor (default: 2)")
     rank.add_argument("--run-dir", help="output folder (default: rank/ beside the supernet checkpoint)")
     rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,12 +1,15 @@
 """How far a trained supernet's order of its sub-networks can be trusted: inherited against standalone accuracy.
 
-Sub-networks are drawn stratified over the MAC range (a pool of random members sorted by MACs, cut into
-equal-count strata, one drawn from each), so the ranking is judged across the whole space rather than its
-crowded middle. Each gets its supernet-inherited accuracy and the accuracy of a short standalone training from
-scratch, both on every image no network trains on (the validation and test splits: ranking selects nothing, and
-three times the images of the validation split alone steady the accuracies, whose differences here are a few
-points); Kendall tau-b and Spearman rho between the two, with bootstrap 95 % intervals, say how well the supernet
-ranks. Each sub-network's result is saved as it finishes, so a run resumes.
+Sub-networks are drawn stratified over the MAC range and over block families (a pool of random members sorted by
+MACs, cut into equal-count strata; from each, a member of the family the sample holds fewest of so far, by each
+member's dominant family: the one most of its blocks belong to), so the ranking is judged across the whole space
+rather than its crowded middle. Each gets its supernet-inherited accuracy and the mean accuracy of short standalone
+trainings from scratch with `seeds` seeds, both on every image no network trains on (the validation and test
+splits: ranking selects nothing, and three times the images of the validation split alone steady the
+accuracies, whose differences here are a few points); Kendall tau-b and Spearman rho between the two, with
+bootstrap 95 % intervals, say how well the supernet ranks, and Kendall tau between the first two seeds' standalone
+accuracies is the noise floor: no supernet can be judged more exactly than standalone training agrees with itself.
+Each sub-network's result is saved as it finishes, so a run resumes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
@@ -27,7 +30,7 @@ from nas.data import SPLIT_FILE, Splits, load_space_and_data
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy, split_accuracy
 from nas.memory import check_training, params_of
-from nas.report import _finish, plt
+from nas.report import plt
 from nas.retrain import Recipe, train_standalone
 from nas.runs import atomic_write, check_run_dir, file_hash, write_json
 from nas.supernet_training import load_supernet
@@ -100,6 +103,19 @@ class Subnet:
     macs: int
     params: int
 
+    @property
+    def family(self) -> str:
+        return dominant_family(self.arch)
+
+
+def dominant_family(arch: Arch) -> str:
+    """The family most of `arch`'s blocks belong to (the deeper one on a tie)."""
+    blocks: dict[str, int] = {}
+    for stage in arch.stages:
+        blocks[stage.family] = blocks.get(stage.family, 0) + stage.depth
+    deepest = {stage.family: index for index, stage in enumerate(arch.stages)}
+    return max(blocks, key=lambda family: (blocks[family], deepest[family])) if blocks else arch.head_type
+
 
 def measure_subnet(arch: Arch) -> Subnet:
     model = build(arch)
@@ -108,8 +124,9 @@ def measure_subnet(arch: Arch) -> Subnet:
 
 
 def stratified_sample(space: "SearchSpace", count: int, seed: int, pool_factor: int = POOL_FACTOR) -> list[Subnet]:
-    """`count` distinct members spread over the space's MAC range, in ascending MACs: a pool of random members
-    sorted by MACs is cut into `count` equal-count strata and one member is drawn from each."""
+    """`count` distinct members spread over the space's MAC range and its families, in ascending MACs: a pool of
+    random members sorted by MACs is cut into `count` equal-count strata and one member is drawn from each, of the
+    dominant family the draws so far hold fewest of."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
@@ -123,13 +140,25 @@ def stratified_sample(space: "SearchSpace", count: int, seed: int, pool_factor: 
     measured = sorted((measure_subnet(arch) for arch in tqdm(pool.values(), desc="counting MACs of the pool",
                                                              unit="arch", leave=False, disable=None)),
                       key=lambda s: (s.macs, s.arch.arch_id))
-    return stratify(measured, count, rng)
+    return stratify(measured, count, rng, key=lambda subnet: subnet.family)
 
 
-def stratify(ordered: Sequence[T], count: int, rng: random.Random) -> list[T]:
-    """One item drawn at random from each of `count` consecutive, equal-count strata of `ordered`."""
+def stratify(ordered: Sequence[T], count: int, rng: random.Random, key: Callable[[T], str] | None = None) -> list[T]:
+    """One item drawn at random from each of `count` consecutive, equal-count strata of `ordered`; with `key`, from
+    the items of the stratum whose key the draws so far hold fewest of (strata taken in a random order, so that no
+    end of the range is favoured)."""
     bounds = [round(k * len(ordered) / count) for k in range(count + 1)]
-    return [ordered[rng.randrange(low, high)] for low, high in zip(bounds, bounds[1:])]
+    strata = [list(ordered[low:high]) for low, high in zip(bounds, bounds[1:])]
+    if key is None:
+        return [rng.choice(stratum) for stratum in strata]
+    held: dict[str, int] = {key(item): 0 for item in ordered}
+    picked: dict[int, T] = {}
+    for index in rng.sample(range(count), count):
+        fewest = min(held[key(item)] for item in strata[index])
+        item = rng.choice([item for item in strata[index] if held[key(item)] == fewest])
+        held[key(item)] += 1
+        picked[index] = item
+    return [picked[index] for index in range(count)]
 
 
 # ---- the ranking run ------------------------------------------------------------------------------------------
@@ -154,14 +183,14 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
 
 def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
                   run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Rank `count` stratified sub-networks by supernet-inherited and by standalone accuracy in `run_dir`
-    (resuming it); writes rank.json and rank.png and returns rank.json's content."""
+                  log: Callable[[str], None] = print, seeds: int = 2) -> dict[str, Any]:
+    """Rank `count` stratified sub-networks by supernet-inherited and by standalone accuracy (the mean over
+    `seeds` trainings) in `run_dir` (resuming it); writes rank.json and rank.png and returns rank.json's content."""
     from tqdm import tqdm
 
     settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
                 "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed,
-                "evaluated_on": "+".join(HELD_OUT)}
+                "seeds": seeds, "evaluated_on": "+".join(HELD_OUT)}
     subnets = _plan(run_dir, settings, space, count, seed)
     data.save_split(run_dir)
     results = run_dir / "rank_results.jsonl"
@@ -177,19 +206,30 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
                 continue
             began = time.perf_counter()
             inherited = inherited_accuracy(supernet.extract(arch), arch, data, HELD_OUT)
-            trained = train_standalone(arch, data, recipe, device, run_dir / "standalone" / f"{arch.arch_id}.pt",
-                                       log=lambda _: None)
-            standalone = split_accuracy(trained.model, arch, data, HELD_OUT)
-            done[arch.arch_id] = {"arch_id": arch.arch_id, "macs": subnet.macs, "params": subnet.params,
-                                  "inherited": inherited, "standalone": standalone,
+            standalone = []
+            for offset in range(seeds):  # the first seed's checkpoint keeps its one-seed name
+                name = f"{arch.arch_id}.pt" if offset == 0 else f"{arch.arch_id}-seed{seed + offset}.pt"
+                trained = train_standalone(arch, data, replace(recipe, seed=seed + offset), device,
+                                           run_dir / "standalone" / name, log=lambda _: None)
+                standalone.append(split_accuracy(trained.model, arch, data, HELD_OUT))
+            mean = sum(standalone) / seeds
+            done[arch.arch_id] = {"arch_id": arch.arch_id, "family": subnet.family, "macs": subnet.macs,
+                                  "params": subnet.params, "inherited": inherited, "standalone": mean,
+                                  "standalone_seeds": standalone, "ratio": inherited / mean if mean else None,
                                   "seconds": round(time.perf_counter() - began, 1)}
             atomic_write(results, "".join(json.dumps(row) + "\n" for row in done.values()).encode())
             bar.update()
-            log(f"{arch.arch_id} ({subnet.macs / 1e6:.2f} M MACs): inherited {inherited:.3f}, standalone "
-                f"{standalone:.3f}")
+            log(f"{arch.arch_id} ({subnet.family}, {subnet.macs / 1e6:.2f} M MACs): inherited {inherited:.3f}, "
+                f"standalone {' '.join(f'{a:.3f}' for a in standalone)}")
     rows = [done[s.arch.arch_id] for s in subnets]
     statistics = rank_statistics([r["inherited"] for r in rows], [r["standalone"] for r in rows], seed)
-    result = {"subnets": rows, **statistics, "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+    if seeds > 1:  # the noise floor: how far standalone training agrees with itself
+        first, second = ([r["standalone_seeds"][k] for r in rows] for k in (0, 1))
+        statistics["seed_to_seed_tau"] = {"value": kendall_tau_b(first, second),
+                                          "ci95": bootstrap_ci(kendall_tau_b, first, second, seed=seed)}
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    result = {"subnets": rows, **statistics, "median_ratio": float(np.median(ratios)) if ratios else None,
+              "families": family_table(rows), "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
               "settings": {**settings, "space": space.name, "supernet": str(supernet_path), "device": str(device),
                            "pool": POOL_FACTOR * count, "recipe": asdict(recipe)}}
     write_json(run_dir / "rank.json", result)
@@ -197,15 +237,29 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
     return result
 
 
+def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per dominant family: how many sub-networks, their median inherited / standalone ratio, and Kendall tau
+    within the family (None below 3 members)."""
+    table = {}
+    for family in sorted({r["family"] for r in rows}):
+        members = [r for r in rows if r["family"] == family]
+        ratios = [r["ratio"] for r in members if r["ratio"] is not None]
+        tau = (kendall_tau_b([r["inherited"] for r in members], [r["standalone"] for r in members])
+               if len(members) >= 3 else None)
+        table[family] = {"subnets": len(members), "median_ratio": float(np.median(ratios)) if ratios else None,
+                         "kendall_tau": tau}
+    return table
+
+
 def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
                        data: str | None = None, seed: int = 0, limit_train: int | None = None,
                        run_dir: Path | None = None, log: Callable[[str], None] = print,
-                       workers: int | None = None) -> dict[str, Any]:
+                       workers: int | None = None, seeds: int = 2) -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
-    at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes. The result
-    carries its `run_dir`."""
-    if count < 3 or epochs < 1:
-        raise NasError("--subnets must be at least 3 and --epochs at least 1")
+    at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes, `seeds`
+    standalone trainings a sub-network. The result carries its `run_dir`."""
+    if count < 3 or epochs < 1 or not 1 <= seeds <= 5:
+        raise NasError("--subnets must be at least 3, --epochs at least 1 and --seeds 1 to 5")
     if not supernet_file.is_file():
         raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
     given, run_dir = run_dir is not None, run_dir or supernet_file.parent / "rank"
@@ -215,20 +269,27 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
     check_training(space.largest(), Recipe.batch_size, device, f"{space_file}'s largest member", False,
                    params_of(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
-    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log)
+    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds)
     return {**result, "run_dir": str(run_dir)}
 
 
 def rank_lines(result: dict[str, Any]) -> list[str]:
     """`rank_supernet_file`'s result as a table of the sub-networks and the rank statistics, for a person."""
     run_dir = Path(result["run_dir"])
-    lines = [f"{'arch id':12}  {'M MACs':>7}  {'params':>9}  {'inherited':>9}  {'standalone':>10}"]
-    lines += [f"{r['arch_id']:12}  {r['macs'] / 1e6:7.2f}  {r['params']:9,}  {r['inherited']:9.3f}  "
-              f"{r['standalone']:10.3f}" for r in result["subnets"]]
-    return lines + [f"Kendall tau-b {describe_statistic(result['kendall_tau'])}",
-                    f"Spearman rho  {describe_statistic(result['spearman_rho'])}",
-                    f"({result['settings']['epochs']} standalone epoch(s) each; {result['bootstrap_resamples']} "
-                    "bootstrap resamples)",
+    seeds = result["settings"]["seeds"]
+    lines = [f"{'arch id':12}  {'family':8}  {'M MACs':>7}  {'params':>9}  {'inherited':>9}  {'standalone':>10}  "
+             f"{'ratio':>5}"]
+    lines += [f"{r['arch_id']:12}  {r['family']:8}  {r['macs'] / 1e6:7.2f}  {r['params']:9,}  {r['inherited']:9.3f}  "
+              f"{r['standalone']:10.3f}  {r['ratio'] or 0:5.2f}" for r in result["subnets"]]
+    lines += [f"Kendall tau-b {describe_statistic(result['kendall_tau'])}",
+              f"Spearman rho  {describe_statistic(result['spearman_rho'])}"]
+    if "seed_to_seed_tau" in result:
+        lines.append(f"noise floor: standalone seed against seed, Kendall tau-b "
+                     f"{describe_statistic(result['seed_to_seed_tau'])}")
+    lines.append(f"inherited / standalone accuracy, median {result['median_ratio'] or 0:.2f}; by family: " + ", ".join(
+        f"{family} {row['median_ratio'] or 0:.2f} ({row['subnets']})" for family, row in result["families"].items()))
+    return lines + [f"(standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each; "
+                    f"{result['bootstrap_resamples']} bootstrap resamples)",
                     f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
 
 
@@ -241,13 +302,33 @@ def describe_statistic(entry: dict[str, Any]) -> str:
 
 
 def plot_rank(rows: list[dict], statistics: dict[str, Any], path: Path, title: str) -> None:
-    """Standalone against inherited accuracy, one point per sub-network coloured by MACs."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.6))
-    points = ax.scatter([r["inherited"] for r in rows], [r["standalone"] for r in rows], s=22,
-                        c=[r["macs"] / 1e6 for r in rows], cmap="viridis", label="sub-network")
-    fig.colorbar(points, ax=ax, label="M MACs")
-    ax.set_xlabel("held-out accuracy, supernet weights (BN recalibrated)")
-    ax.set_ylabel("held-out accuracy, trained standalone")
+    """Standalone against inherited accuracy: all sub-networks coloured by MACs, then one panel per dominant
+    family with its members marked among the others (in grey)."""
+    families = sorted({r["family"] for r in rows})
+    columns = min(4, 1 + len(families))
+    lines = -(-(1 + len(families)) // columns)
+    fig, grid = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.9 * lines), squeeze=False, sharex=True,
+                             sharey=True)
+    axes = list(grid.flat)
+    inherited, standalone = [r["inherited"] for r in rows], [r["standalone"] for r in rows]
+    points = axes[0].scatter(inherited, standalone, s=22, c=[r["macs"] / 1e6 for r in rows], cmap="viridis")
+    fig.colorbar(points, ax=axes[0], label="M MACs")
     tau, rho = statistics["kendall_tau"]["value"], statistics["spearman_rho"]["value"]
-    _finish(fig, ax, path, f"{title}\nKendall τ-b {'n/a' if tau is None else f'{tau:.2f}'}, "
-            f"Spearman ρ {'n/a' if rho is None else f'{rho:.2f}'}")
+    axes[0].set_title(f"all: Kendall τ-b {'n/a' if tau is None else f'{tau:.2f}'}, "
+                      f"Spearman ρ {'n/a' if rho is None else f'{rho:.2f}'}", fontsize=9)
+    for ax, family in zip(axes[1:], families):
+        members = [r for r in rows if r["family"] == family]
+        ax.scatter(inherited, standalone, s=14, color="0.8")
+        ax.scatter([r["inherited"] for r in members], [r["standalone"] for r in members], s=26, color="C3")
+        ax.set_title(f"{family} ({len(members)})", fontsize=9)
+    for ax in axes[1 + len(families):]:
+        ax.set_visible(False)
+    for ax in axes:
+        ax.set_xlabel("held-out accuracy, supernet weights")
+        ax.grid(alpha=0.3)
+    for row in grid:
+        row[0].set_ylabel("held-out accuracy, trained standalone")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -72,6 +72,17 @@ def test_stratify_draws_one_from_each_equal_count_stratum():
     assert stratify(list(range(10)), 10, random.Random(1)) == list(range(10))
 
 
+def test_stratify_spreads_the_draws_over_the_keys():
+    # 40 items in 4 strata; family "a" fills most of each stratum, "b" and "c" are rare: a plain draw would take
+    # mostly "a", the keyed one takes each family before any twice
+    items = [(k, "a" if k % 10 < 8 else "b" if k % 10 == 8 else "c") for k in range(40)]
+    for seed in range(20):
+        picked = stratify(items, 4, random.Random(seed), key=lambda item: item[1])
+        assert [k // 10 for k, _ in picked] == [0, 1, 2, 3]
+        counts = sorted(sum(f == family for _, f in picked) for family in "abc")
+        assert counts == [1, 1, 2], picked
+
+
 def test_stratified_sample_spans_the_mac_range_with_distinct_members(tiny_space):
     chosen = stratified_sample(tiny_space, 4, seed=0, pool_factor=5)
     assert len({s.arch.arch_id for s in chosen}) == 4 and all(tiny_space.contains(s.arch) for s in chosen)
@@ -99,6 +110,12 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     assert len({r["arch_id"] for r in rows}) == 3 and [r["macs"] for r in rows] == sorted(r["macs"] for r in rows)
     for r in rows:
         assert 0 <= r["inherited"] <= 1 and 0 <= r["standalone"] <= 1 and r["params"] > 0
+        assert len(r["standalone_seeds"]) == 2 and r["standalone"] == pytest.approx(sum(r["standalone_seeds"]) / 2)
+        assert r["ratio"] == pytest.approx(r["inherited"] / r["standalone"]) and r["family"] in ("ghost", "fwa")
+    assert sum(row["subnets"] for row in result["families"].values()) == 3
+    assert result["median_ratio"] == pytest.approx(sorted(r["ratio"] for r in rows)[1])
+    low, high = result["seed_to_seed_tau"]["ci95"]
+    assert -1 <= low <= high <= 1 and result["settings"]["seeds"] == 2
     for name in ("kendall_tau", "spearman_rho"):
         value, (low, high) = result[name]["value"], result[name]["ci95"]
         assert -1 <= low <= value <= high <= 1, result[name]
@@ -110,6 +127,7 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     finished = results.read_text().splitlines()
     results.write_text("\n".join(finished[:2]) + "\n")
     (run_dir / "standalone" / f"{rows[2]['arch_id']}.pt").unlink()
+    (run_dir / "standalone" / f"{rows[2]['arch_id']}-seed1.pt").unlink()
     kept = {r["arch_id"]: (run_dir / "standalone" / f"{r['arch_id']}.pt").stat().st_mtime_ns for r in rows[:2]}
     again = run_nas(*command)
     assert again.returncode == 0, again.stderr
@@ -117,7 +135,7 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     assert {a: (run_dir / "standalone" / f"{a}.pt").stat().st_mtime_ns for a in kept} == kept
     assert results.read_text().splitlines()[:2] == finished[:2]
     assert json.loads((run_dir / "rank.json").read_text())["subnets"][2]["arch_id"] == rows[2]["arch_id"]
-    assert "Kendall tau-b" in again.stdout and "Spearman rho" in again.stdout
+    assert "Kendall tau-b" in again.stdout and "Spearman rho" in again.stdout and "noise floor" in again.stdout
 
     # the same folder with other settings is refused
     assert_cli_error(run_in_process(*command[:-1], 2), "other settings", "epochs")
