@@ -73,7 +73,8 @@ def mac_breakdown(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
         analysis.set_op_handle(**HANDLES)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
-        return {op: int(macs) for op, macs in analysis.by_operator().items()}
+        with torch.no_grad():  # the trace would otherwise keep every activation, as training does
+            return {op: int(macs) for op, macs in analysis.by_operator().items()}
 
 
 def count_matmul_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 GIB = 2**30
 TRAINING_BYTES_PER_PARAM = 16  # float32 weight and gradient, AdamW's two moments
 ONNX_LIMIT_BYTES = 2 * GIB  # protobuf's limit on one ONNX file, which holds the weights
+OVERFLOW = 2**63  # bytes: what a tensor too large for torch to size stands for
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def saved_activation_bytes(network: nn.Module, arch: "Arch", batch: int) -> int:
 
     network.train()
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        network(_input(arch, batch))
+        if not _sized(lambda: network(_input(arch, batch))):
+            return OVERFLOW
     weights = _state_ids(network)
     return sum(_bytes(tensor) for key, tensor in saved.items() if key not in weights)
 
@@ -124,8 +126,21 @@ def running_activation_bytes(network: nn.Module, arch: "Arch", batch: int) -> in
     largest = _LargestOperator(_state_ids(network))
     network.eval()
     with torch.no_grad(), largest:
-        network(_input(arch, batch))
+        if not _sized(lambda: network(_input(arch, batch))):
+            return OVERFLOW
     return largest.largest
+
+
+def _sized(forward: Callable[[], Any]) -> bool:
+    """Run a meta forward pass; False where one of its tensors would hold more than 2**63 bytes (torch refuses
+    to size it), which no device holds."""
+    try:
+        forward()
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        return False
+    return True
 
 
 def params_of(network: nn.Module) -> int:

@@ -1595,6 +1595,477 @@ for name, make in DASHBOARDS.items():
     add("dashboard", name, lambda w, m=make: ["dashboard", m(w)])
 
 
+# ---- 10. memory: within every bound, but far past what any machine holds ------------------------------------------
+# Each arch or space passes every numeric bound, yet needs thousands of GiB (most far more) to run or train at the
+# batch the command uses, so no machine can pass the check and start allocating; nas must size it on the meta
+# device and refuse it in one line saying what it needs. The ONNX cases hold 0.8 to 3 billion parameters (over an
+# ONNX file's 2 GiB of float32 weights): a small machine refuses them for memory, a big one for the ONNX cap.
+MEMORY_MESSAGES = ("needs about", "ONNX file holds at most 2 GiB")
+WIDE_CONV_STEM = {"type": "conv", "width": 8192, "stride": 1, "act": "relu"}
+FWA_KNOBS = {"heads": 64, "mlp_ratio": 2, "kv_rule": "grid", "kv_size": 4, "aggregator": "avg", "normaliser": "softmax"}
+RASA_KNOBS = {"heads": 2, "mlp_ratio": 4, "sr": 1, "dilations": [1, 3, 5], "recursion": 2}
+
+
+def block(family: str, depth: int, width: int, stride: int, **knobs: Any) -> dict:
+    """One stage of an arch."""
+    return {"family": family, "depth": depth, "width": width, "stride": stride, "knobs": knobs}
+
+
+def ghost(depth: int, width: int, stride: int, expansion: float = 2) -> dict:
+    return block("ghost", depth, width, stride, expansion=expansion, kernel=3, se=0)
+
+
+def patch_stem(width: int, stride: int, kernel: int) -> dict:
+    return {"type": "patch", "width": width, "stride": stride, "kernel": kernel, "norm": "ln"}
+
+
+def giant_arch(w: W, stages: list[dict], **top: Any) -> str:
+    """The tiny space's smallest member with `stages` and the top-level keys in `top` (stem, head, resolution...)."""
+    document = {**copy.deepcopy(w.a.arch_doc), "stages": stages, **top}
+    return w.yaml("arch.yaml", document)
+
+
+def reference(name: str, **top: Any) -> dict:
+    """search_spaces/reference/NAME.yaml with the top-level keys in `top` changed."""
+    return {**yaml.safe_load((ROOT / "search_spaces" / "reference" / f"{name}.yaml").read_text()), **top}
+
+
+def giant_reference(w: W, name: str, **top: Any) -> str:
+    return w.yaml("arch.yaml", reference(name, **top))
+
+
+def giant_best(w: W, name: str, **top: Any) -> str:
+    """A search's best.yaml whose arch is reference NAME with `top` changed (on the data's 10 classes)."""
+    record = mutate(best_doc(w), "arch", reference(name, num_classes=10, **top))
+    return w.yaml("best.yaml", mutate(record, "arch_id", DELETE))
+
+
+def slot(stride: int, depth: list[int], width: list[int], **families: dict) -> dict:
+    """One stage of a search space."""
+    return {"stride": stride, "depth": depth, "width": width, "families": families}
+
+
+def giant_space(w: W, **top: Any) -> str:
+    """The tiny space with the top-level keys in `top` (stages, stem, head, resolution...) changed."""
+    return w.yaml("space.yaml", {**copy.deepcopy(w.a.space_doc), **top})
+
+
+def shipped_space(w: W, name: str, **top: Any) -> str:
+    """search_spaces/NAME.yaml with the top-level keys in `top` changed."""
+    return w.yaml("space.yaml", {**yaml.safe_load((ROOT / "search_spaces" / f"{name}.yaml").read_text()), **top})
+
+
+MEMORY: dict[str, Callable[[W], list[str]]] = {
+    # describe: running one image (the check on this machine, before the network is built for real)
+    "describe-ghost-8192-wide-stride-1-stem-4096px": lambda w: [
+        "describe",
+        giant_arch(w, [ghost(2, 8192, 1, expansion=8)], resolution=4096, stem=WIDE_CONV_STEM),
+    ],
+    "describe-ghost-expansion-8192-on-8192-channels": lambda w: [
+        "describe",
+        giant_arch(w, [ghost(1, 8192, 2), ghost(1, 8192, 1, expansion=8192)], resolution=4096),
+    ],
+    "describe-patch-stem-kernel-4095-16-channels": lambda w: [
+        "describe",
+        giant_arch(w, [ghost(1, 16, 1)], resolution=4096, in_channels=16, stem=patch_stem(8192, 8, 4095)),
+    ],
+    "describe-saa-rate-1-every-token-4096px": lambda w: [
+        "describe",
+        giant_arch(
+            w, [block("saa", 1, 64, 1, heads=2, mlp_ratio=4, rate=1)], resolution=4096, stem=patch_stem(64, 4, 4)
+        ),
+    ],
+    "describe-rasa-sr-1-4096px": lambda w: [
+        "describe",
+        giant_arch(w, [block("rasa", 1, 64, 1, **RASA_KNOBS)], resolution=4096, stem=patch_stem(64, 4, 7)),
+    ],
+    "describe-csa-kernel-255-step-1": lambda w: [
+        "describe",
+        giant_arch(
+            w,
+            [block("csa", 1, 64, 1, heads=2, mlp_ratio=4, kernel=255, csa_stride=1)],
+            resolution=4096,
+            stem=patch_stem(64, 4, 7),
+        ),
+    ],
+    "describe-fwa-kv-grid-2048": lambda w: [
+        "describe",
+        giant_arch(w, [block("fwa", 1, 64, 1, **{**FWA_KNOBS, "heads": 2, "kv_size": 2048})], resolution=4096),
+    ],
+    "describe-mhsa-over-every-pixel-4096px": lambda w: [
+        "describe",
+        giant_arch(w, [block("mhsa", 1, 64, 1, heads=8, mlp_ratio=4)], resolution=4096),
+    ],
+    "describe-lightvit-mlp-ratio-512-256-tokens": lambda w: [
+        "describe",
+        giant_arch(
+            w,
+            [block("lightvit", 1, 8192, 1, heads=64, mlp_ratio=512)],
+            resolution=4096,
+            global_tokens=256,
+            stem={"type": "lightvit", "width": 8192, "stride": 8},
+            head={"type": "lightvit", "width": 8192},
+        ),
+    ],
+    "describe-100000-classes-8192-neck-4096px": lambda w: [
+        "describe",
+        giant_arch(
+            w,
+            [ghost(1, 8192, 1, expansion=16)],
+            resolution=4096,
+            num_classes=100_000,
+            stem=WIDE_CONV_STEM,
+            head={"type": "conv", "width": 8192, "neck": 8192, "act": "relu"},
+        ),
+    ],
+    "describe-class-attention-head-100000-classes-4096px": lambda w: [
+        "describe",
+        giant_arch(
+            w,
+            [block("rasa", 2, 512, 1, **{**RASA_KNOBS, "heads": 8, "recursion": 4})],
+            resolution=4096,
+            num_classes=100_000,
+            stem=patch_stem(512, 4, 7),
+            head={"type": "class_attention", "blocks": 4, "heads": 8, "mlp_ratio": 4},
+        ),
+    ],
+    # measure: running --batch images (default 1)
+    "measure-lightvit-s-4096px-256-tokens-batch-4096": lambda w: [
+        "measure",
+        giant_reference(w, "lightvit_s", resolution=4096, global_tokens=256),
+        "--batch",
+        "4096",
+    ],
+    "measure-saevit-1p3g-2048px-batch-4096": lambda w: [
+        "measure",
+        giant_reference(w, "saevit_1p3g", resolution=2048),
+        "--batch",
+        "4096",
+    ],
+    "measure-lvt-4096px-batch-2048": lambda w: ["measure", giant_reference(w, "lvt", resolution=4096), "--batch=2048"],
+    "measure-ghostnet-4096px-batch-4096": lambda w: [
+        "measure",
+        giant_reference(w, "ghostnet_100", resolution=4096),
+        "--batch",
+        "4096",
+    ],
+    "measure-csa-kernel-127-batch-1": lambda w: [
+        "measure",
+        giant_arch(
+            w,
+            [block("csa", 1, 64, 1, heads=2, mlp_ratio=4, kernel=127, csa_stride=1)],
+            resolution=2048,
+            stem=patch_stem(64, 4, 7),
+        ),
+    ],
+    "measure-fwa-6x64-blocks-8192-wide-batch-64": lambda w: [
+        "measure",
+        giant_arch(w, [block("fwa", 64, 8192, 1, **FWA_KNOBS)] * 6, resolution=4096),
+        "--batch",
+        "64",
+    ],
+    "measure-best-yaml-lvt-4096px-batch-1024": lambda w: [
+        "measure",
+        giant_best(w, "lvt", resolution=4096),
+        "--batch",
+        "1024",
+    ],
+    "measure-lolvit-4096px-batch-4096-onnxruntime": lambda w: [
+        "measure",
+        giant_reference(w, "lolvit_xs", resolution=4096),
+        "--batch",
+        "4096",
+        "--runtime",
+        "onnxruntime",
+    ],
+    "measure-onnx-mhsa-4-blocks-4096-wide": lambda w: [
+        "measure",
+        giant_arch(w, [block("mhsa", 4, 4096, 2, heads=32, mlp_ratio=4)]),
+        "--runtime",
+        "onnxruntime",
+    ],
+    "measure-onnx-rasa-8192-wide": lambda w: [
+        "measure",
+        giant_arch(
+            w, [block("rasa", 2, 8192, 1, **{**RASA_KNOBS, "heads": 64, "mlp_ratio": 2})], stem=patch_stem(64, 4, 4)
+        ),
+        "--runtime=onnxruntime",
+    ],
+    "measure-onnx-100000-classes-8192-neck": lambda w: [
+        "measure",
+        giant_arch(
+            w, [ghost(1, 16, 2)], num_classes=100_000, head={"type": "conv", "width": 8192, "neck": 8192, "act": "relu"}
+        ),
+        "--runtime",
+        "onnxruntime",
+    ],
+    # retrain: training at the recipe's batch (128), --batch-size or the recipe file's batch_size
+    "retrain-ghostnet-4096px-batch-size-65536": lambda w: [
+        "retrain",
+        giant_reference(w, "ghostnet_100", resolution=4096),
+        "--batch-size",
+        "65536",
+    ],
+    "retrain-saevit-1p3g-4096px-default-batch": lambda w: [
+        "retrain",
+        giant_reference(w, "saevit_1p3g", resolution=4096),
+    ],
+    "retrain-lvt-gap-4096px-batch-size-4096": lambda w: [
+        "retrain",
+        giant_reference(w, "lvt_gap", resolution=4096),
+        "--batch-size=4096",
+    ],
+    "retrain-lightvit-b-2048px-recipe-batch-65536": lambda w: [
+        "retrain",
+        giant_reference(w, "lightvit_b", resolution=2048),
+        "--recipe",
+        w.yaml("recipe.yaml", {"batch_size": 65536}),
+    ],
+    "retrain-lolvit-1024px-recipe-batch-65536-with-ema": lambda w: [
+        "retrain",
+        giant_reference(w, "lolvit_xs", resolution=1024),
+        "--recipe",
+        w.yaml("recipe.yaml", {"batch_size": 65536, "ema_decay": 0.999}),
+    ],
+    "retrain-ghostnet-2048px-recipe-batch-65536-epochs-option": lambda w: [
+        "retrain",
+        giant_reference(w, "ghostnet_100", resolution=2048),
+        "--recipe",
+        w.yaml("recipe.yaml", {"batch_size": 65536, "epochs": 3}),
+        "--epochs",
+        "1",
+    ],
+    "retrain-csa-kernel-255-step-1": lambda w: [
+        "retrain",
+        giant_arch(
+            w,
+            [block("csa", 1, 64, 1, heads=2, mlp_ratio=4, kernel=255, csa_stride=1)],
+            resolution=4096,
+            stem=patch_stem(64, 4, 7),
+        ),
+    ],
+    "retrain-fwa-6x64-blocks-8192-wide": lambda w: [
+        "retrain",
+        giant_arch(w, [block("fwa", 64, 8192, 1, **FWA_KNOBS)] * 6, resolution=4096),
+    ],
+    "retrain-lightvit-4x64-blocks-256-tokens": lambda w: [
+        "retrain",
+        giant_arch(
+            w,
+            [block("lightvit", 64, 1024, 1, heads=16, mlp_ratio=8)] * 4,
+            resolution=4096,
+            global_tokens=256,
+            stem={"type": "lightvit", "width": 1024, "stride": 8},
+            head={"type": "lightvit", "width": 8192},
+        ),
+    ],
+    "retrain-best-yaml-saevit-0p8g-4096px": lambda w: ["retrain", giant_best(w, "saevit_0p8g", resolution=4096)],
+    "retrain-onnx-lightvit-8192-wide-batch-size-2": lambda w: [
+        "retrain",
+        giant_arch(
+            w,
+            [block("lightvit", 2, 8192, 1, heads=64, mlp_ratio=4)],
+            resolution=224,
+            global_tokens=8,
+            stem={"type": "lightvit", "width": 64, "stride": 8},
+            head={"type": "lightvit", "width": 1280},
+        ),
+        "--batch-size",
+        "2",
+    ],
+    "retrain-onnx-saa-8192-wide-batch-size-2": lambda w: [
+        "retrain",
+        giant_arch(
+            w,
+            [block("saa", 1, 8192, 1, heads=32, mlp_ratio=8, rate=1)],
+            stem=patch_stem(64, 4, 4),
+            head={"type": "gap"},
+        ),
+        "--batch-size",
+        "2",
+    ],
+    "retrain-onnx-fwa-8192-wide-batch-size-2": lambda w: [
+        "retrain",
+        giant_arch(w, [block("fwa", 2, 8192, 1, **{**FWA_KNOBS, "mlp_ratio": 4})]),
+        "--batch-size",
+        "2",
+    ],
+    # sized past int64: an attention map or conv output of more than 2**63 bytes
+    "retrain-mhsa-16-heads-every-pixel-batch-size-65536": lambda w: [
+        "retrain",
+        giant_arch(w, [block("mhsa", 1, 64, 1, heads=16, mlp_ratio=4)], resolution=4096),
+        "--batch-size",
+        "65536",
+    ],
+    "retrain-ghost-expansion-8192-stride-1-stem-batch-size-65536": lambda w: [
+        "retrain",
+        giant_arch(w, [ghost(1, 8192, 1, expansion=8192)], resolution=4096, stem=WIDE_CONV_STEM),
+        "--batch-size",
+        "65536",
+    ],
+    "measure-mhsa-64-heads-every-pixel-batch-4096": lambda w: [
+        "measure",
+        giant_arch(w, [block("mhsa", 1, 64, 1, heads=64, mlp_ratio=4)], resolution=4096),
+        "--batch",
+        "4096",
+    ],
+    "describe-mhsa-8192-heads-stride-1-stem": lambda w: [
+        "describe",
+        giant_arch(w, [block("mhsa", 1, 8192, 1, heads=8192, mlp_ratio=1)], resolution=4096, stem=WIDE_CONV_STEM),
+    ],
+    "supernet-train-mhsa-16-heads-batch-size-65536": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        giant_space(w, resolution=[4096], stages=[slot(1, [1], [64], mhsa={"heads": [16], "mlp_ratio": [4]})]),
+        "--batch-size",
+        "65536",
+    ],
+    # supernet train: the space's supernet with its largest member active, at 128 or --batch-size images
+    "supernet-train-hybrid-cpu-4096px-batch-size-65536": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        shipped_space(w, "hybrid_cpu", resolution=[32, 4096]),
+        "--batch-size",
+        "65536",
+    ],
+    "supernet-train-hybrid-4096px": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        shipped_space(w, "hybrid", resolution=[224, 4096]),
+    ],
+    "supernet-train-mhsa-slot-4096px": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        giant_space(w, resolution=[32, 4096], stages=[slot(1, [1], [64], mhsa={"heads": [2, 4], "mlp_ratio": [4]})]),
+    ],
+    "supernet-train-ghost-slot-64x8192-batch-size-65536": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        giant_space(w, stages=[slot(1, [1, 64], [16, 8192], ghost={"expansion": [2, 6], "kernel": [3], "se": [0]})]),
+        "--batch-size=65536",
+    ],
+    "supernet-train-lightvit-slot-256-tokens-4096px": lambda w: [
+        "supernet",
+        "train",
+        "--space",
+        giant_space(
+            w,
+            resolution=[224, 4096],
+            global_tokens=[0, 256],
+            stem={"type": "lightvit", "width": [64, 512], "stride": 8},
+            stages=[slot(1, [1, 8], [64, 512], lightvit={"heads": [2, 8], "mlp_ratio": [4, 8]})],
+            head={"type": "lightvit", "width": [1280]},
+        ),
+    ],
+    # search: the supernet it would train (at 128 images) before anything else
+    "search-ghost-slot-8192-wide-2048px": lambda w: [
+        "search",
+        "--space",
+        giant_space(
+            w,
+            resolution=[32, 2048],
+            stages=[slot(1, [1, 8], [16, 8192], ghost={"expansion": [2, 6], "kernel": [3], "se": [0]})],
+        ),
+        "--latency-budget",
+        "1s",
+    ],
+    "search-saa-rate-1-slot-4096px": lambda w: [
+        "search",
+        "--space",
+        giant_space(
+            w,
+            resolution=[4096],
+            stem={"type": "patch", "width": [64], "stride": 4, "kernel": 4, "norm": "bn"},
+            stages=[slot(1, [1], [64], saa={"heads": [2], "mlp_ratio": [4], "rate": [1, 2]})],
+            head={"type": "gap"},
+        ),
+        "--latency-budget",
+        "1s",
+    ],
+    "search-csa-slot-4096px": lambda w: [
+        "search",
+        "--space",
+        giant_space(
+            w,
+            resolution=[32, 4096],
+            stem={"type": "patch", "width": [32, 64], "stride": 4, "kernel": 7, "norm": "ln"},
+            stages=[
+                slot(
+                    1,
+                    [1, 2],
+                    [32, 64],
+                    csa={"heads": [1, 2], "mlp_ratio": [4], "kernel": [3, 15], "csa_stride": [1, 2]},
+                )
+            ],
+            head={"type": "gap"},
+        ),
+        "--latency-budget",
+        "1s",
+    ],
+    "search-hybrid-4096px": lambda w: [
+        "search",
+        "--space",
+        shipped_space(w, "hybrid", resolution=[4096]),
+        "--latency-budget",
+        "1s",
+    ],
+    "search-cpu-small-4096px": lambda w: [
+        "search",
+        "--space",
+        shipped_space(w, "cpu_small", resolution=[4096]),
+        "--latency-budget",
+        "1s",
+    ],
+    # latency fit: running the space's largest member on one image (and one ONNX file for ONNX Runtime)
+    "latency-fit-rasa-sr-1-slot-4096px": lambda w: [
+        "latency",
+        "fit",
+        "--space",
+        giant_space(
+            w,
+            resolution=[4096],
+            stem={"type": "patch", "width": [64], "stride": 4, "kernel": 7, "norm": "ln"},
+            stages=[slot(1, [1], [64], rasa={"heads": [8], "mlp_ratio": [4], "sr": [1]})],
+            head={"type": "gap"},
+        ),
+    ],
+    "latency-fit-mhsa-slot-4096px": lambda w: [
+        "latency",
+        "fit",
+        "--space",
+        giant_space(w, resolution=[32, 4096], stages=[slot(1, [1], [64], mhsa={"heads": [2, 8], "mlp_ratio": [4]})]),
+    ],
+    "latency-fit-ghost-8192-wide-4096px-onnxruntime": lambda w: [
+        "latency",
+        "fit",
+        "--space",
+        giant_space(
+            w,
+            resolution=[32, 4096],
+            stem={"width": [8, 8192], "stride": 1},
+            stages=[slot(1, [1, 4], [16, 8192], ghost={"expansion": [2, 8], "kernel": [3], "se": [0]})],
+        ),
+        "--runtime",
+        "onnxruntime",
+    ],
+    "latency-fit-onnx-100000-classes-8192-neck": lambda w: [
+        "latency",
+        "fit",
+        "--space",
+        giant_space(w, num_classes=100_000, head={"width": [64, 8192], "neck": 8192}),
+        "--runtime",
+        "onnxruntime",
+    ],
+}
+for name, build in MEMORY.items():
+    add("memory", name, build)
+
+
 # ---- the check ----------------------------------------------------------------------------------------------------
 class CaseTimeout(BaseException):
     """Raised by the alarm; a BaseException so that no `except Exception` in nas can swallow it."""
@@ -1669,6 +2140,8 @@ def test_bad_input_is_refused(
         problems.append(f"{len(lines)} lines on stderr, not 1")
     if "Traceback" in err:
         problems.append("a traceback on stderr")
+    if case.id.startswith("memory--") and not any(message in err for message in MEMORY_MESSAGES):
+        problems.append(f"no memory refusal (none of {' or '.join(map(repr, MEMORY_MESSAGES))})")
     if shown:
         problems.append(f"{len(shown)} warning(s) would also print: {shown[0][:150]}")
     written = sorted(set(after) - set(before)) + sorted(p for p in before if p in after and after[p] != before[p])
