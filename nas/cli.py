@@ -55,11 +55,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
-    from nas.supernet_training import TrainConfig, train_supernet_run
+    from nas.supernet_training import train_config, train_supernet_run
 
     device = _device_and_threads(args)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, distill=args.distill,
-                         checkpoint_every=args.checkpoint_every)
+    config = train_config(args.recipe, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                          distill=args.distill, checkpoint_every=args.checkpoint_every)
     result = train_supernet_run(args.space, config, device, args.data, args.limit_train,
                                 Path(args.run_dir) if args.run_dir else None, log, args.data_workers)
     if result is not None:  # None on torchrun's ranks other than 0: rank 0 reports
@@ -299,17 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "nas supernet train --space search_spaces/cpu_small.yaml --run-dir runs/supernet-small --epochs 6")
     train.add_argument("--space", required=True, help="search-space YAML")
     train.add_argument("--run-dir", help="output folder (default: runs/supernet-SPACE)")
-    train.add_argument("--epochs", type=EPOCHS, default=6, help="training epochs (default: 6)")
-    train.add_argument("--batch-size", type=BATCH, default=128,
+    train.add_argument("--recipe", help="a recipe YAML of training settings (lr, weight_decay, warmup_epochs, "
+                       "random_subnets, sandwich, label_smoothing, ...); the options here override it")
+    train.add_argument("--epochs", type=EPOCHS, help="training epochs (default: 6)")
+    train.add_argument("--batch-size", type=BATCH,
                        help="images per step, split across the processes under torchrun (default: 128)")
-    train.add_argument("--distill", choices=("kl", "alpha"), default="kl",
+    train.add_argument("--distill", choices=("kl", "alpha"),
                        help="distillation loss of the smaller members: kl, or alpha for AlphaNet's adaptive "
                             "alpha-divergence (default: kl)")
-    train.add_argument("--checkpoint-every", type=integer(1, 10**9), default=20,
+    train.add_argument("--checkpoint-every", type=integer(1, 10**9),
                        help="optimiser steps between checkpoints, besides one each epoch (default: 20)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
-    _data_options(train)
+    _data_options(train, seed=None)
     rank = _command(supernet_sub, "rank", cmd_supernet_rank, "measure how well a trained supernet ranks its "
                     "sub-networks: inherited against standalone-trained accuracy (Kendall tau, Spearman rho); "
                     "re-run to resume",

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import Arch, read_yaml
+from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import Augment, Splits
 from nas.errors import NasError
@@ -39,7 +39,7 @@ from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from nas.supernet_training import load_supernet
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, run_epoch, wrap_for_ranks)
+                          process_group, rank_and_world, read_settings, run_epoch, wrap_for_ranks)
 from supernet.network import build
 
 if TYPE_CHECKING:
@@ -125,23 +125,7 @@ def default_recipe(train_images: int, **overrides: Any) -> Recipe:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """The settings of a recipe YAML (any Recipe fields) as overrides for `default_recipe`."""
-    document = read_yaml(path)
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise NasError(f"{path}: a recipe is a mapping of settings, e.g. 'epochs: 30'")
-    types = {f.name: type(getattr(Recipe(), f.name)) for f in fields(Recipe)}
-    settings = {}
-    for key, value in document.items():
-        if key not in types:
-            raise NasError(f"{path}: unknown recipe setting {key!r}; known: {', '.join(types)}")
-        kind = types[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise NasError(f"{path}: {key} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
-        settings[key] = value
-    return settings
+    return read_settings(path, Recipe)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Supernet training: the sandwich rule with in-place distillation, resumable to the step, on one or more processes.
 
-Each step trains the largest member on the labels, then the smallest and `random_subnets` random members on the
-largest member's soft predictions, and takes one optimiser step on the summed gradients. The distillation loss is
+Each step trains the largest member on the labels, then the smallest, (with the `families` sandwich) the largest
+member of one family in turn, and `random_subnets` random members on the largest member's soft predictions, and
+takes one optimiser step on the summed gradients. The distillation loss is
 KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`).
 
 Resuming: a checkpoint (written atomically) records (epoch, step) every `checkpoint_every` optimiser steps and at
@@ -21,6 +22,7 @@ checkpoint when resuming.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from nas.data import SPLIT_FILE, Splits, load_data
+from nas.arch import Arch
 from nas.errors import NasError, first_line
 from nas.evaluate import inherited_accuracy
 from nas.latency import device_lock
@@ -41,36 +44,62 @@ from nas.memory import check_supernet_training
 from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
 from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, run_epoch, wrap_for_ranks)
+                          process_group, rank_and_world, read_settings, run_epoch, wrap_for_ranks)
 from nas.weight_sharing import SpaceSupernet
 
 
 CHECKPOINT_KIND = "nas-supernet"
 DISTILL_LOSSES = ("kl", "alpha")
+SANDWICHES = ("random", "families")
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 128  # the global batch, split across processes under torchrun
     lr: float = 3e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 1
-    random_subnets: int = 2
+    random_subnets: int = 4  # bench/supernet_recipe.py: random members gain most from more draws
     label_smoothing: float = 0.1
     seed: int = 0
     distill: str = "kl"  # one of DISTILL_LOSSES
-    checkpoint_every: int = 20  # optimiser steps: ~80 s for cpu_small on 2 CPU cores (4 s a step)
+    sandwich: str = "random"  # one of SANDWICHES: the middle members random, or one family's largest in turn too
+    checkpoint_every: int = 20  # optimiser steps between checkpoints (and one at the end of each epoch)
 
     def check(self) -> "TrainConfig":
-        """`self`, or a NasError naming the first setting out of range (as the option that sets it)."""
+        """`self`, or a NasError naming the first setting out of range (as the option or recipe key that sets it)."""
         if self.distill not in DISTILL_LOSSES:
             raise NasError(f"distill {self.distill!r}: expected one of {', '.join(DISTILL_LOSSES)}")
+        if self.sandwich not in SANDWICHES:
+            raise NasError(f"sandwich {self.sandwich!r}: expected one of {', '.join(SANDWICHES)}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise NasError(f"--{name.replace('_', '-')} must be at least 1")
+        numbers = (self.lr, self.weight_decay, self.label_smoothing)
+        problems = [(not all(math.isfinite(value) for value in numbers), "every number must be finite"),
+                    (not 1 <= self.epochs <= 10_000, "epochs must be 1 to 10,000"),
+                    (not 2 <= self.batch_size <= 65_536, "batch_size must be 2 to 65,536"),
+                    (not 0 < self.lr <= 10, "lr must be above 0 and at most 10"),
+                    (not 0 <= self.weight_decay <= 10, "weight_decay must be 0 to 10"),
+                    (not 0 <= self.warmup_epochs <= 10_000, "warmup_epochs must be 0 to 10,000"),
+                    (not 0 <= self.random_subnets <= 64, "random_subnets must be 0 to 64"),
+                    (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+                    (not 0 <= self.seed < 2**32, "seed must be 0 to 2**32 - 1"),
+                    (not 1 <= self.checkpoint_every <= 10**9, "checkpoint_every must be 1 to 10**9")]
+        for failed, message in problems:
+            if failed:
+                raise NasError(f"supernet recipe: {message}")
         return self
+
+
+def train_config(recipe: str | Path | None = None, **options: Any) -> TrainConfig:
+    """`nas supernet train`'s settings: TrainConfig's defaults, then a recipe YAML's (any TrainConfig field), then
+    the `options` given (None: not given), checked."""
+    settings = read_settings(recipe, TrainConfig) if recipe else {}
+    settings.update({name: value for name, value in options.items() if value is not None})
+    return TrainConfig(**settings).check()
 
 
 def step_resolution(space: SearchSpace, seed: int, global_step: int) -> int:
@@ -86,6 +115,18 @@ def at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
                          antialias=resolution < x.shape[-1])
 
 
+def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) -> list[Arch]:
+    """The members one step trains, the teacher first: the largest and the smallest; with the `families`
+    sandwich, the largest member of one family in turn (each family's weights at their full size every few steps,
+    not only when random draws reach them); then `random_subnets` random members. From (seed, step) alone."""
+    rng = random.Random(config.seed * 1_000_003 + global_step)
+    archs = [space.largest(), space.smallest()]
+    if config.sandwich == "families":
+        families = space.families()
+        archs.append(space.largest_of(families[global_step % len(families)]))
+    return archs + [space.sample(rng) for _ in range(config.random_subnets)]
+
+
 def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, share: float,
                global_step: int, config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
     """One optimiser step of the sandwich rule on this rank's part (x, y) of the global batch, `share` its weight
@@ -98,8 +139,7 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
     y = y.to(device, non_blocking=True)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    rng = random.Random(config.seed * 1_000_003 + global_step)
-    archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(config.random_subnets)]
+    archs = sandwich_members(space, config, global_step)
     optimizer.zero_grad(set_to_none=True)
     total, teacher = torch.zeros((), device=x.device), None
     for index, arch in enumerate(archs):
@@ -223,7 +263,7 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
             if main:
                 model.eval()
                 record = {"epoch": epoch + 1, "loss": total_loss / steps, "seconds": seconds,
-                          "images_per_s": batches.images * (2 + config.random_subnets) / seconds,
+                          "images_per_s": batches.images * len(sandwich_members(space, config, 0)) / seconds,
                           "steps_per_resolution": dict(sorted(resolutions.items())), "skipped_images": skipped,
                           "val_acc_largest": inherited_accuracy(model.extract(largest), largest, data),
                           "val_acc_smallest": inherited_accuracy(model.extract(smallest), smallest, data)}

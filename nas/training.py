@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from nas.arch import read_yaml
 from nas.data import Batches
 from nas.errors import NasError
 from nas.runs import differing_settings
@@ -179,3 +180,27 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], free: tuple[
     if differ:
         listed = ", ".join(f"{name} {saved.get(name)} (not {current[name]})" for name in differ)
         raise NasError(f"{path}: was trained with {listed}; pass the same options to resume it, or a new --run-dir")
+
+
+def read_settings(path: str | Path, settings: type) -> dict[str, Any]:
+    """The settings a recipe YAML at `path` gives, each a field of the dataclass `settings` and of its field's
+    type (whole numbers stand for floats); the caller checks the ranges."""
+    from dataclasses import fields
+
+    document = read_yaml(path)
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise NasError(f"{path}: a recipe is a mapping of settings, e.g. 'epochs: 30'")
+    types = {f.name: type(getattr(settings(), f.name)) for f in fields(settings)}
+    given = {}
+    for key, value in document.items():
+        if key not in types:
+            raise NasError(f"{path}: unknown recipe setting {key!r}; known: {', '.join(types)}")
+        kind = types[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise NasError(f"{path}: {key} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
+        given[key] = value
+    return given

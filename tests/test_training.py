@@ -10,7 +10,7 @@ import yaml
 
 from nas.errors import NasError
 from nas.runs import load_checkpoint
-from nas.supernet_training import TrainConfig, load_supernet, train_supernet
+from nas.supernet_training import TrainConfig, load_supernet, sandwich_members, train_config, train_supernet
 from nas.training import adaptive_alpha_divergence, alpha_divergence
 from tests.conftest import ROOT, TINY_SPACE
 
@@ -57,6 +57,45 @@ def test_resuming_with_another_recipe_is_refused(tiny_supernet, tmp_path):
     with pytest.raises(NasError, match=r"trained with batch_size 128 \(not 64\), distill kl \(not alpha\)"):
         train_supernet(space, data, tmp_path, TrainConfig(epochs=2, batch_size=64, distill="alpha"),
                        torch.device("cpu"), log=lambda _: None)
+
+
+def test_a_supernet_recipe_sets_the_training_and_options_override_it(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 1\nrandom_subnets: 3\nsandwich: families\nepochs: 40\n")
+    config = train_config(recipe, epochs=5, batch_size=None)
+    assert (config.lr, config.random_subnets, config.sandwich, config.epochs, config.batch_size) == (
+        1.0, 3, "families", 5, TrainConfig.batch_size)
+    for text, message in (("lr: .nan\n", "finite"), ("random_subnets: 65\n", "random_subnets must be 0 to 64"),
+                          ("sandwich: all\n", "sandwich 'all'"), ("momentum: 0.9\n", "unknown recipe setting"),
+                          ("lr: fast\n", "lr must be a float"), ("- 1\n", "a mapping of settings")):
+        recipe.write_text(text)
+        with pytest.raises(NasError, match=message):
+            train_config(recipe)
+
+
+def test_the_families_sandwich_trains_each_familys_largest_member_in_turn(tiny_space):
+    config = TrainConfig(sandwich="families", random_subnets=1)
+    families = tiny_space.families()
+    steps = [sandwich_members(tiny_space, config, step) for step in range(len(families))]
+    assert all(len(members) == 4 for members in steps)
+    assert all(members[:2] == [tiny_space.largest(), tiny_space.smallest()] for members in steps)
+    assert [members[2] for members in steps] == [tiny_space.largest_of(family) for family in families]
+    for family, members in zip(families, steps):
+        assert family in {stage.family for stage in members[2].stages}
+    assert sandwich_members(tiny_space, config, 3) == sandwich_members(tiny_space, config, 3)  # from (seed, step)
+    assert len(sandwich_members(tiny_space, TrainConfig(random_subnets=2), 0)) == 4
+
+
+def test_supernet_train_reads_its_recipe(tmp_path, capsys):
+    from nas.cli import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("random_subnets: 1\nlr: 0.002\n")
+    run = tmp_path / "run"
+    assert main(["supernet", "train", "--space", str(TINY_SPACE), "--recipe", str(recipe), "--epochs", "1",
+                 "--limit-train", "256", "--run-dir", str(run), "--json"]) == 0
+    saved = yaml.safe_load((run / "train_config.yaml").read_text())
+    assert (saved["random_subnets"], saved["lr"], saved["epochs"]) == (1, 0.002, 1)
 
 
 def _divergence_inputs():

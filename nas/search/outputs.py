@@ -31,7 +31,7 @@ def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "feasible": is_feasible(trial), "latency_source": trial.user_attrs["latency_source"],
             "params": trial.user_attrs["params"], "families": "-".join(s["family"] for s in stages),
             "depths": "-".join(str(s["depth"]) for s in stages), "widths": "-".join(str(s["width"]) for s in stages),
-            "reference": trial.user_attrs.get("reference", ""),
+            "reference": trial.user_attrs.get("reference", ""), "warm_start": trial.user_attrs.get("warm_start", ""),
             "seconds": round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
             if trial.datetime_complete and trial.datetime_start else None}
 

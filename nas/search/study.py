@@ -169,8 +169,8 @@ def open_study(settings: SearchSettings, space: SearchSpace, storage: optuna.sto
                                 load_if_exists=True)
     if not existing:
         warm_start = [space.smallest(), space.largest()] + [space.single_family(f) for f in space.families()]
-        for member in warm_start:
-            study.enqueue_trial(to_params(space, member), skip_if_exists=True)
+        for member in warm_start:  # marked, so that a sampler is not credited with them
+            study.enqueue_trial(to_params(space, member), user_attrs={"warm_start": member.name}, skip_if_exists=True)
         for name, member in reference_members(space).items():
             study.enqueue_trial(to_params(space, member), user_attrs={"reference": name}, skip_if_exists=True)
     elif done:

@@ -276,6 +276,10 @@ class SearchSpace:
         """Every size at its maximum; per stage the family with the most parameters."""
         return self._extreme(max, "largest")
 
+    def largest_of(self, family: str) -> Arch:
+        """The largest member that uses `family` in every stage offering it."""
+        return self._extreme(max, f"largest {family}", family)
+
     def families(self) -> list[str]:
         """Every block family the space offers, in order of first appearance."""
         return list(dict.fromkeys(f for stage in self.stages for f in stage.families))
