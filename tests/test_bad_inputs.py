@@ -66,7 +66,13 @@ FILE_ROLES = {
     "recipe": ["retrain", "ARCH", "--recipe", "FILE"],
     "config": ["search", "--config", "FILE"],
     "train_space": ["supernet", "train", "--space", "FILE"],
+    "train_recipe": ["supernet", "train", "--space", TINY, "--recipe", "FILE"],
 }
+# supernet recipe values of the wrong type or range
+BAD_TRAIN_RECIPES = ["lr: .nan\n", "lr: 0\n", "lr: 11\n", "random_subnets: 65\n", "random_subnets: -1\n",
+                     "sandwich: all\n", "distill: mse\n", "epochs: 0\n", "batch_size: 1\n", "batch_size: 65537\n",
+                     "label_smoothing: 1.0\n", "weight_decay: -1\n", "warmup_epochs: 10001\n", "seed: -1\n",
+                     "momentum: 0.9\n", "lr: fast\n", "epochs: 2.5\n", "checkpoint_every: 0\n"]
 # config.yaml values of the wrong type or range (a search reads them past the command line's checks)
 BAD_CONFIG_VALUES = {"trials": ["abc", None, -1, 0, 1.5, True, [1], 10**9], "epochs": [None, "x", 0],
                      "threads": ["2", 0, 5000], "device": [5, ["cpu"]], "seed": [-1, "s"], "workers": [0, "many"],
@@ -135,9 +141,11 @@ def _cases() -> list[tuple[str, list[str], dict[str, bytes]]]:
         cases.append((f"budget={budget!r}", ["search", "--space", TINY, "--latency-budget", budget], {}))
     for role, argv in FILE_ROLES.items():
         for kind, content in BAD_YAML.items():
-            if role in ("recipe", "config") and kind == "empty":
+            if role in ("recipe", "config", "train_recipe") and kind == "empty":
                 continue  # an empty recipe is no overrides, an empty config no settings: both valid
             cases.append((f"{role}-file={kind}", argv, {"FILE": content}))
+    for text in BAD_TRAIN_RECIPES:
+        cases.append((f"train-recipe={text.strip()!r}", FILE_ROLES["train_recipe"], {"FILE": text.encode()}))
     for name, values in BAD_CONFIG_VALUES.items():
         for value in values:
             config = {"space": TINY, "latency_budget": "1s", name: value}
