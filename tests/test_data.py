@@ -161,7 +161,7 @@ def test_every_resolution_of_a_two_resolution_space_is_trained_on(tmp_path, smal
     document["resolution"] = [32, 40]
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(document))
     space = load_space(tmp_path / "two.yaml").with_num_classes(small_data.num_classes)
-    path = train_supernet(space, small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=32),
+    path = train_supernet(space, small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=32, random_subnets=2),
                           torch.device("cpu"), log=lambda _: None)
     steps = load_supernet_checkpoint(path, space)["history"][0]["steps_per_resolution"]
     assert set(steps) == {32, 40} and sum(steps.values()) == 16 and min(steps.values()) >= 3
@@ -171,6 +171,7 @@ def test_every_resolution_of_a_two_resolution_space_is_trained_on(tmp_path, smal
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = next(iter(small_data.loader("train", 40, 1, 8)))
     for step in range(6):
-        train_step(model, space, x, y, 1.0, step, TrainConfig(), optimizer, Precision(torch.device("cpu")))
+        train_step(model, space, x, y, 1.0, step, TrainConfig(random_subnets=2), optimizer,
+                   Precision(torch.device("cpu")))
     assert sizes == [step_resolution(space, 0, step) for step in range(6) for _ in range(4)]  # 4 members a step
     assert set(sizes) == {32, 40}
