@@ -94,18 +94,20 @@ DESCRIBE_BATCH = 128  # the batch `nas describe` sizes training at: the retraini
 def describe_arch(arch: "Arch", space: "SearchSpace | None" = None) -> dict[str, Any]:
     """`nas describe`: an arch's id, name, parameters and MACs at its resolution, its YAML form, and (with
     `space`) whether it is a member."""
-    from nas.memory import check_running, running_need, training_need
+    from nas.memory import check_fits, meta_network, running_need, training_need
     from supernet.network import build
 
-    cpu = torch.device("cpu")
-    check_running(arch, 1, cpu, f"arch {arch.arch_id}", fix="it is too large to build here: choose a smaller arch")
-    training = training_need(arch, DESCRIBE_BATCH, cpu)
+    cpu, network = torch.device("cpu"), meta_network(arch)
+    running = running_need(arch, 1, network)
+    check_fits(running, cpu, f"arch {arch.arch_id}: running at batch 1",
+               "it is too large to build here: choose a smaller arch")
+    training = training_need(arch, DESCRIBE_BATCH, cpu, network=network)
     model = build(arch)
     result: dict[str, Any] = {
         "arch_id": arch.arch_id, "name": arch.name, "params": count_params(model),
         "macs": count_macs(model, (1, arch.in_channels, arch.resolution, arch.resolution)),
         "resolution": arch.resolution, "arch": arch.to_dict(),
-        "memory": {"running_bytes_batch_1": running_need(arch, 1).total_bytes,
+        "memory": {"running_bytes_batch_1": running.total_bytes,
                    f"training_bytes_batch_{DESCRIBE_BATCH}": training.total_bytes,
                    f"training_activation_bytes_batch_{DESCRIBE_BATCH}": training.activations_bytes}}
     if space is not None:
