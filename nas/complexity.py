@@ -16,13 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from nas.memory import count_params  # noqa: F401  (the one definition; stages import it from here)
+
 if TYPE_CHECKING:
     from nas.arch import Arch
     from nas.space import SearchSpace
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _shape(value: Any) -> list[int]:

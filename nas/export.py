@@ -219,7 +219,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1
     """`nas export`: the retrained model at `checkpoint` to `out` (default: model.onnx beside it), verified
     against torch on the test images of `data_spec` (`export_and_verify`); returns the check's figures."""
     from nas.data import load_data
-    from nas.memory import check_onnx_size, params_of
+    from nas.memory import check_onnx_size, count_params
     from nas.models import read_checkpoint
 
     if not atol >= 0:
@@ -231,7 +231,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, atol: float = 1
     if out.resolve() == checkpoint.resolve():
         raise NasError(f"--out {out}: that is the checkpoint itself; pass another file, e.g. model.onnx")
     model, arch = read_checkpoint(checkpoint)
-    check_onnx_size(params_of(model), str(checkpoint))
+    check_onnx_size(count_params(model), str(checkpoint))
     data = load_data(data_spec, workers=0)  # a few test images: no loader processes
     result = export_and_verify(model, arch, data, out, atol)
     return {**result, "checkpoint": str(checkpoint), "arch_id": arch.arch_id, "data": data.source,

@@ -143,8 +143,8 @@ def _sized(forward: Callable[[], Any]) -> bool:
     return True
 
 
-def params_of(network: nn.Module) -> int:
-    return sum(p.numel() for p in network.parameters())
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def training_need(arch: "Arch", batch: int, device: torch.device, ema: bool = False,
@@ -152,7 +152,7 @@ def training_need(arch: "Arch", batch: int, device: torch.device, ema: bool = Fa
     """What training `network` (default: `arch`'s, built on the meta device) at `batch` images per process needs
     on `device`."""
     network = network if network is not None else meta_network(arch)
-    params = params_of(network)
+    params = count_params(network)
     activations = saved_activation_bytes(network, arch, batch)
     if device.type == "cuda":
         activations //= 2  # autocast keeps most of them in 16 bits
@@ -163,7 +163,7 @@ def training_need(arch: "Arch", batch: int, device: torch.device, ema: bool = Fa
 def running_need(arch: "Arch", batch: int, network: nn.Module | None = None) -> MemoryNeed:
     """What running `network` (default: `arch`'s, built on the meta device) at `batch` images needs."""
     network = network if network is not None else meta_network(arch)
-    params = params_of(network)
+    params = count_params(network)
     return MemoryNeed(params, params * 4, running_activation_bytes(network, arch, batch))
 
 
@@ -232,9 +232,11 @@ def check_training(arch: "Arch", batch: int, device: torch.device, what: str, em
 
 def check_supernet_training(space: "SearchSpace", batch: int, device: torch.device, what: str,
                             fix: str = "use a smaller --batch-size, more processes (torchrun), a device with more "
-                                       "memory, or a smaller space") -> None:
-    """Refuse training `space`'s supernet at global `batch` on `device` when it cannot fit."""
-    need = training_need(space.largest(), per_process(batch), device, network=meta_supernet(space))
+                                       "memory, or a smaller space", supernet: nn.Module | None = None) -> None:
+    """Refuse training `space`'s supernet (`supernet`: its `meta_supernet`, when already built) at global `batch`
+    on `device` when it cannot fit."""
+    network = supernet if supernet is not None else meta_supernet(space)
+    need = training_need(space.largest(), per_process(batch), device, network=network)
     check_fits(need, device, f"{what}: training the supernet of {space.name} at batch {batch}", fix)
 
 

@@ -29,7 +29,7 @@ from nas.complexity import count_macs, count_params
 from nas.data import SPLIT_FILE, Splits, load_space_and_data
 from nas.errors import NasError
 from nas.evaluate import inherited_accuracy, split_accuracy
-from nas.memory import check_training, params_of
+from nas.memory import check_training
 from nas.report import plt
 from nas.retrain import Recipe, train_standalone
 from nas.runs import atomic_write, check_run_dir, file_hash, write_json
@@ -267,7 +267,7 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
     space, splits = load_space_and_data(space_file, data, seed, limit_train, workers, run_dir)
     supernet = load_supernet(supernet_file, space)
     check_training(space.largest(), Recipe.batch_size, device, f"{space_file}'s largest member", False,
-                   params_of(supernet), "use a device with more memory, or a smaller space")
+                   count_params(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
     result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds)
     return {**result, "run_dir": str(run_dir)}

@@ -14,7 +14,7 @@ from nas.arch import Arch, load_arch, read_yaml
 from nas.data import SPLIT_FILE, load_data
 from nas.errors import NasError
 from nas.latency import check_runtime, resolve_device
-from nas.memory import check_onnx_size, check_training, meta_network, params_of
+from nas.memory import check_onnx_size, check_training, meta_network, count_params
 from nas.retrain import default_recipe, load_recipe, retrain, supernet_for
 from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_json
 from nas.training import rank_and_world
@@ -135,11 +135,11 @@ def _check_memory(arch: Arch, arch_file: str | Path, batch: int, device: torch.d
                   supernet: "SpaceSupernet | None" = None, distill: bool = False) -> None:
     """Refuse, before any folder is made, an arch that cannot be trained on `device` at `batch` (beside the
     supernet and its largest member as teacher, when they are used), or whose weights one ONNX file cannot hold."""
-    held = params_of(supernet) if supernet is not None else 0
+    held = count_params(supernet) if supernet is not None else 0
     if distill:
-        held += params_of(meta_network(supernet.space.largest()))
+        held += count_params(meta_network(supernet.space.largest()))
     check_training(arch, batch, device, str(arch_file), ema, held)
-    check_onnx_size(params_of(meta_network(arch)), str(arch_file))
+    check_onnx_size(count_params(meta_network(arch)), str(arch_file))
 
 
 def _check_record(record: dict[str, Any], path: str | Path) -> None:

@@ -12,7 +12,7 @@ from nas.arch import load_arch
 from nas.cli import main
 from nas.complexity import count_params
 from nas.errors import NasError
-from nas.memory import (GIB, available_bytes, check_fits, check_training, gib, meta_network, meta_supernet, params_of,
+from nas.memory import (GIB, available_bytes, check_fits, check_training, gib, meta_network, meta_supernet,
                         running_need, training_need)
 from nas.weight_sharing import SpaceSupernet
 from supernet.network import build
@@ -25,11 +25,11 @@ REFERENCE = sorted((ROOT / "search_spaces" / "reference").glob("*.yaml"))
 @pytest.mark.parametrize("path", REFERENCE, ids=[p.stem for p in REFERENCE])
 def test_the_meta_network_has_the_real_parameter_count(path):
     arch = load_arch(path)
-    assert params_of(meta_network(arch)) == count_params(build(arch))
+    assert count_params(meta_network(arch)) == count_params(build(arch))
 
 
 def test_the_meta_supernet_has_the_real_parameter_count(tiny_space):
-    assert params_of(meta_supernet(tiny_space)) == count_params(SpaceSupernet(tiny_space))
+    assert count_params(meta_supernet(tiny_space)) == count_params(SpaceSupernet(tiny_space))
 
 
 def test_activations_grow_with_the_batch_and_weights_do_not(tiny_space):

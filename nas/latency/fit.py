@@ -18,7 +18,7 @@ from nas.errors import NasError
 from nas.export import export_archs
 from nas.latency.cache import LatencyCache, fingerprint
 from nas.latency.measure import check_runtime, measure_interleaved
-from nas.memory import check_onnx_size, check_running, meta_network, params_of
+from nas.memory import check_onnx_size, check_running, meta_network, count_params
 from nas.latency.predictor import STEADY, arch_features, fit_predictor, halves_agreement, sample_archs
 from nas.report import plot_predictor
 from nas.runs import RUNS_ROOT, check_output_file, safe_name
@@ -47,7 +47,7 @@ def fit_latency(space: SearchSpace, device: torch.device, runtime: str = "torch"
     largest = f"space {space.name}'s largest member"
     check_running(space.largest(), 1, device, largest, fix="use a device with more memory, or a smaller space")
     if runtime == "onnxruntime":
-        check_onnx_size(params_of(meta_network(space.largest())), largest)
+        check_onnx_size(count_params(meta_network(space.largest())), largest)
     archs = sample_archs(space, samples, seed)
     exports = out.with_name(f"{out.stem}-onnx") if runtime == "onnxruntime" else None
     if exports is not None:

@@ -217,13 +217,13 @@ def measure_arch_file(path: str, device: torch.device, runtime: str = "torch", t
     """`nas measure`: the arch in `path` (an arch YAML, best.yaml or timm:MODEL), checked to fit `device` at
     `batch` (and in one ONNX file for ONNX Runtime), measured carefully and afresh."""
     from nas.arch import load_arch
-    from nas.memory import check_onnx_size, check_running, meta_network, params_of
+    from nas.memory import check_onnx_size, check_running, meta_network, count_params
 
     check_runtime(runtime)
     arch = load_arch(path)
     check_running(arch, batch, device, path)
     if runtime == "onnxruntime":
-        check_onnx_size(params_of(meta_network(arch)), path)
+        check_onnx_size(count_params(meta_network(arch)), path)
     return arch, measure_arch(arch, device, runtime, threads, batch, cache=LatencyCache(), refresh=True, runs=runs,
                               **CAREFUL)
 

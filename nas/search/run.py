@@ -18,7 +18,7 @@ from nas.data import SPLIT_FILE, Splits, load_data
 from nas.evaluate import EVAL_BATCH
 from nas.latency import LatencyCache, check_runtime, resolve_device
 from nas.latency.predictor import LatencyPredictor, load_predictor_for
-from nas.memory import check_running, check_supernet_training, meta_supernet, params_of
+from nas.memory import check_running, check_supernet_training, meta_supernet, count_params
 from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_yaml
 from nas.search.backend import backend
 from nas.search.evaluator import Evaluator, check_budget_feasible, check_limits_feasible
@@ -55,10 +55,12 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
     if settings.storage:
         open_storage(run_dir, settings.storage)  # a bad URL fails here, before anything is written
 
-    if supernet is None:
+    to_train = meta_supernet(space) if supernet is None else None
+    if to_train is not None:
         check_supernet_training(space, TrainConfig.batch_size, device, settings.space,
-                                "train it apart with `nas supernet train --batch-size N` and pass it with --supernet")
-    supernet_params = params_of(supernet if supernet is not None else meta_supernet(space))
+                                "train it apart with `nas supernet train --batch-size N` and pass it with --supernet",
+                                to_train)
+    supernet_params = count_params(supernet if supernet is not None else to_train)
     check_running(space.largest(), EVAL_BATCH, device, f"{settings.space}'s largest member", supernet_params,
                   "use a device with more memory, or a smaller space")
     cache = LatencyCache()
