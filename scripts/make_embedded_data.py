@@ -5,6 +5,11 @@ Source: Debian's `dataset-fashion-mnist` package (MIT licence, (c) 2017 Zalando 
 (uint8 images, int64 labels, class names) to nas/embedded/fashion_mnist_small.npz.
 
     python scripts/make_embedded_data.py --train-per-class 500 --test-per-class 100
+    python scripts/make_embedded_data.py --all --out ~/data/fashion_mnist_full.npz   # 60k + 10k, for benches
+
+`--all` writes the whole set (60,000 train, 10,000 test) to --out instead, for the benches' `--data` (a larger
+set than the embedded one, on which supernet rankings and retraining are less noisy). The embedded subset stays
+the default everywhere.
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source", type=Path, help="folder holding the idx .gz files (default: fetch the .deb)")
+    parser.add_argument("--all", action="store_true", help="every image, not a subset (needs --out)")
+    parser.add_argument("--out", type=Path, help="the .npz to write (default: the embedded subset's file)")
     args = parser.parse_args()
+    if args.all and args.out is None:
+        parser.error("--all needs --out: the embedded subset stays small")
+    out = args.out or OUT
+    if out.suffix != ".npz" or out.exists() and args.out is not None:
+        parser.error(f"--out {out}: expected a new .npz file")
 
     with tempfile.TemporaryDirectory() as tmp:
         source = args.source
@@ -56,12 +68,16 @@ def main() -> None:
         y_test = read_idx(source / "t10k-labels-idx1-ubyte.gz")
 
     rng = np.random.default_rng(args.seed)
-    train = stratified(y_train, args.train_per_class, rng)
-    test = stratified(y_test, args.test_per_class, rng)
-    np.savez_compressed(OUT, x_train=x_train[train], y_train=y_train[train].astype(np.int64),
+    if args.all:
+        train, test = rng.permutation(len(y_train)), rng.permutation(len(y_test))
+    else:
+        train = stratified(y_train, args.train_per_class, rng)
+        test = stratified(y_test, args.test_per_class, rng)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, x_train=x_train[train], y_train=y_train[train].astype(np.int64),
                         x_test=x_test[test], y_test=y_test[test].astype(np.int64),
                         class_names=np.array(CLASS_NAMES))
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB): {len(train)} train, {len(test)} test images")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(train)} train, {len(test)} test images")
 
 
 if __name__ == "__main__":
