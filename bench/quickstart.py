@@ -31,7 +31,7 @@ def run(args: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="search_spaces/cpu_small.yaml")
+    parser.add_argument("--space", default="search_spaces/hybrid_cpu.yaml")
     parser.add_argument("--budget", default="5ms")
     parser.add_argument("--trials", type=int, default=40)
     args = parser.parse_args()

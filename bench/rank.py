@@ -4,6 +4,7 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py                          # hybrid_cpu: train a supernet (6 epochs), rank 20
     .venv/bin/python bench/rank.py --epochs 25 --rank-epochs 12                      # the issue's setting, hours
     .venv/bin/python bench/rank.py --supernet runs/supernet-hybrid_cpu/supernet.pt --subnets 24 --rank-epochs 5
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R --adapt-steps 30       # scored after 30 own steps
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
@@ -46,14 +47,15 @@ def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: i
 
 
 def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int, seed: int,
-         limit_train: int | None, seeds: int) -> dict:
-    """What `nas supernet rank --space SPACE --supernet S --subnets N --epochs E --seeds K --run-dir RUN --seed S
-    [--limit-train N]` does on the cpu, its table printed; returns rank.json's content (with run_dir)."""
+         limit_train: int | None, seeds: int, adapt_steps: int) -> dict:
+    """What `nas supernet rank --space SPACE --supernet S --subnets N --epochs E --seeds K --adapt-steps A
+    --run-dir RUN --seed S [--limit-train N]` does on the cpu, its table printed; returns rank.json's content
+    (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 
     result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
-                                limit_train, rank_dir, log, seeds=seeds)
+                                limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps)
     print("\n".join(rank_lines(result)))
     return result
 
@@ -66,6 +68,8 @@ def main() -> None:
     parser.add_argument("--subnets", type=int, default=20)
     parser.add_argument("--rank-epochs", type=int, default=3, help="standalone epochs per sub-network")
     parser.add_argument("--seeds", type=int, default=2, help="standalone trainings per sub-network, averaged")
+    parser.add_argument("--adapt-steps", type=int, default=0,
+                        help="train each sub-network alone this many batches before scoring it, as the search can")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
@@ -86,7 +90,7 @@ def main() -> None:
     rank_dir = Path(args.run_dir) if args.run_dir else work / "rank"
     try:
         result = rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train,
-                      args.seeds)
+                      args.seeds, args.adapt_steps)
     except NasError as error:
         raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()

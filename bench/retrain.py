@@ -1,6 +1,6 @@
 """The quick-start winner against single-family members and timm baselines, retrained with one recipe.
 
-    .venv/bin/python bench/retrain.py                         # runs the quick-start search first (cpu_small, 5 ms)
+    .venv/bin/python bench/retrain.py                         # runs the quick-start search first (hybrid_cpu, 5 ms)
     .venv/bin/python bench/retrain.py --run runs/quickstart --epochs 15
 
 From a finished search: the winner (best.yaml), and for each block family the best feasible member that uses only
@@ -49,7 +49,7 @@ def family_members(run: Path, best: dict) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="a finished search's folder (default: run the quick-start search)")
-    parser.add_argument("--space", default="search_spaces/cpu_small.yaml", help="space of the quick-start search")
+    parser.add_argument("--space", default="search_spaces/hybrid_cpu.yaml", help="space of the quick-start search")
     parser.add_argument("--budget", default="5ms", help="budget of the quick-start search")
     parser.add_argument("--epochs", type=int, default=15, help="retraining epochs, the same for every model")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/search.py                          # hybrid_cpu, 3 seeds x 60 trials, budget 5ms
     .venv/bin/python bench/search.py --supernet S.pt --recipe R.yaml --retrain-epochs 15 --skip-ray
+    .venv/bin/python bench/search.py --supernet S.pt --adapt-steps 30 --skip-ray   # candidates scored after 30 steps
     .venv/bin/python bench/search.py --space search_spaces/cpu_small.yaml --trials 30 --retrain-epochs 0
 
 One supernet is trained first (with --recipe, a `nas supernet train --recipe` file) and shared by every search,
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="supernet epochs when training one")
     parser.add_argument("--recipe", help="a supernet recipe YAML when training one")
     parser.add_argument("--supernet", help="a supernet checkpoint for --space (default: train one)")
+    parser.add_argument("--adapt-steps", type=int, default=0, help="each candidate's own training steps before "
+                        "it is scored (`nas search --adapt-steps`)")
     parser.add_argument("--retrain-epochs", type=int, default=15, help="retrain each sampler's seed-0 winner (0: no)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-samplers", action="store_true")
@@ -150,7 +153,8 @@ def main() -> None:
     cache = work / "cache"
     os.environ["NAS_CACHE_DIR"] = str(cache)
     supernet = Path(args.supernet) if args.supernet else train(args.space, work / "supernet", args.epochs, args.recipe)
-    common = {"space": args.space, "latency_budget": args.budget, "supernet": str(supernet), "trials": args.trials}
+    common = {"space": args.space, "latency_budget": args.budget, "supernet": str(supernet), "trials": args.trials,
+              "adapt_steps": args.adapt_steps}
     runs: dict[str, list[dict]] = {}
     for sampler in () if args.skip_samplers else ("random", "nsga2", "tpe"):
         for seed in range(args.seeds):

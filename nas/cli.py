@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.errors import NasError, error_line
-from nas.options import (BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESOLUTION, SEED, THREADS, WORKERS,
-                         OneLineParser, integer, number)
+from nas.options import (ADAPT_HELP, ADAPT_STEPS, BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESOLUTION, SEED,
+                         THREADS, WORKERS, OneLineParser, integer, number)
 
 MAIN_EXAMPLES = """examples:
-  nas search --space search_spaces/cpu_small.yaml --latency-budget 5ms --device cpu --run-dir runs/quickstart
+  nas search --space search_spaces/hybrid_cpu.yaml --latency-budget 5ms --device cpu --run-dir runs/quickstart
   nas retrain runs/quickstart/best.yaml
   nas export runs/quickstart/retrain/model.pt --format onnx
   nas describe runs/quickstart/best.yaml --json
@@ -40,9 +40,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.search.run import search, search_lines
     from nas.search.study import search_settings
 
-    settings = search_settings(vars(args), args.resume, args.config)
     run_dir = args.resume or args.run_dir
-    result = search(settings, Path(run_dir) if run_dir else None, log)
+    result = search(search_settings(vars(args), args.resume, args.config), Path(run_dir) if run_dir else None, log)
     _emit(result, args.json, search_lines(result))
     return 0
 
@@ -76,7 +75,7 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
 
     result = rank_supernet_file(args.space, Path(args.supernet), args.subnets, args.epochs, _device_and_threads(args),
                                 args.data, args.seed, args.limit_train, Path(args.run_dir) if args.run_dir else None,
-                                log, args.data_workers, args.seeds)
+                                log, args.data_workers, args.seeds, args.adapt_steps)
     _emit(result, args.json, rank_lines(result))
     return 0
 
@@ -174,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = _command(sub, "search", cmd_search, "search a space for the most accurate sub-network under a latency "
                       "budget measured on the device",
-                      "nas search --space search_spaces/cpu_small.yaml --latency-budget 5ms --device cpu\n"
+                      "nas search --space search_spaces/hybrid_cpu.yaml --latency-budget 5ms --device cpu\n"
                       "  nas search --space search_spaces/cpu_small.yaml --latency-budget 4ms --backend ray "
                       "--workers 2\n"
                       "  nas search --resume runs/quickstart")
@@ -192,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(those near the budget, and the Pareto front, are still measured)")
     search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
     search.add_argument("--epochs", type=EPOCHS, help="supernet training epochs when training (default: 6)")
+    search.add_argument("--adapt-steps", type=ADAPT_STEPS, help=ADAPT_HELP)
     search.add_argument("--backend", help="optuna (default: trials in this process) or ray (Ray Tune workers)")
     search.add_argument("--workers", type=WORKERS, help="concurrent trials with --backend ray (default: 1)")
     search.add_argument("--address", help="with --backend ray: join this Ray cluster (auto or HOST:PORT) instead "
@@ -248,14 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="onnx", help="export format; onnx (the default) is the only one")
     export.add_argument("--out", help="output file (default: model.onnx beside the checkpoint)")
     export.add_argument("--atol", type=number(0, 1000), default=1e-4,
-                        help="largest absolute logit difference accepted between onnxruntime and torch "
-                             "(default: 1e-4)")
+                        help="largest absolute logit difference accepted between onnxruntime and torch (default: 1e-4)")
     export.add_argument("--data", help="an .npz file or an image folder whose test images the export is checked "
                                        "on (default: the embedded Fashion-MNIST subset)")
     export.add_argument("--json", action="store_true", help="print the result as JSON")
 
     describe = _command(sub, "describe", cmd_describe, "print an architecture's id, parameters and MACs",
-                        "nas describe runs/quickstart/best.yaml --space search_spaces/cpu_small.yaml --json")
+                        "nas describe runs/quickstart/best.yaml --space search_spaces/hybrid_cpu.yaml --json")
     describe.add_argument("arch", help="best.yaml, an arch YAML (e.g. search_spaces/reference/lightvit_t.yaml) "
                                        "or timm:MODEL (a timm baseline, e.g. timm:mobilevit_xs)")
     describe.add_argument("--resolution", type=RESOLUTION, help="count MACs at this input size instead of the arch's")
@@ -323,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--epochs", type=EPOCHS, default=3, help="standalone epochs per sub-network (default: 3)")
     rank.add_argument("--seeds", type=integer(1, 5), default=2, help="standalone trainings per sub-network, averaged; "
                       "the first two's agreement is the noise floor (default: 2)")
+    rank.add_argument("--adapt-steps", type=ADAPT_STEPS, default=0, help=ADAPT_HELP)
     rank.add_argument("--run-dir", help="output folder (default: rank/ beside the supernet checkpoint)")
     rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,9 +1,11 @@
-"""Accuracy of a network: BN recalibration on a fixed subset of training images, then top-k accuracy on a split."""
+"""Accuracy of a network: BN recalibration on a fixed subset of training images, then top-k accuracy on a split;
+optionally after a few steps of the member's own training (`adapt`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
     from nas.arch import Arch
 
 EVAL_BATCH = 500
+ADAPT_BATCH, ADAPT_LR = 128, 1e-3
 
 
 @torch.no_grad()
@@ -64,3 +67,23 @@ def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, splits: tuple
     since the supernet's running statistics mix every member's."""
     recalibrate_bn(net, data.recalibration(arch.resolution, arch.in_channels))
     return split_accuracy(net, arch, data, splits)
+
+
+def adapt(net: nn.Module, arch: "Arch", data: Splits, steps: int, seed: int = 0) -> None:
+    """Train an extracted member alone for `steps` batches of training images (AdamW, label smoothing 0.1) before
+    it is scored. The shared weights co-adapt to every member the supernet trains; a few steps of the member's own
+    training remove much of that bias (bench/rank.py --adapt-steps). The batches are the same for every member."""
+    import torch.nn.functional as F
+
+    if steps == 0:
+        return
+    optimizer = torch.optim.AdamW(net.parameters(), lr=ADAPT_LR, weight_decay=0.05)
+    device = next(net.parameters()).device
+    order = np.random.default_rng(seed).permutation(data.size("train"))
+    picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]
+    net.train()
+    for x, y in data.loader("train", arch.resolution, arch.in_channels, ADAPT_BATCH, indices=picked):
+        loss = F.cross_entropy(net(x.to(device, non_blocking=True)), y.to(device), label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()

@@ -28,7 +28,7 @@ from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import SPLIT_FILE, Splits, load_space_and_data
 from nas.errors import NasError
-from nas.evaluate import inherited_accuracy, split_accuracy
+from nas.evaluate import adapt, inherited_accuracy, split_accuracy
 from nas.memory import check_training
 from nas.report import plt
 from nas.retrain import Recipe, train_standalone
@@ -183,14 +183,15 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
 
 def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
                   run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
-                  log: Callable[[str], None] = print, seeds: int = 2) -> dict[str, Any]:
-    """Rank `count` stratified sub-networks by supernet-inherited and by standalone accuracy (the mean over
-    `seeds` trainings) in `run_dir` (resuming it); writes rank.json and rank.png and returns rank.json's content."""
+                  log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0) -> dict[str, Any]:
+    """Rank `count` stratified sub-networks by supernet-inherited accuracy (after `adapt_steps` of their own
+    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings) in `run_dir`
+    (resuming it); writes rank.json and rank.png and returns rank.json's content."""
     from tqdm import tqdm
 
     settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
                 "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed,
-                "seeds": seeds, "evaluated_on": "+".join(HELD_OUT)}
+                "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps}
     subnets = _plan(run_dir, settings, space, count, seed)
     data.save_split(run_dir)
     results = run_dir / "rank_results.jsonl"
@@ -205,7 +206,9 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
             if arch.arch_id in done:
                 continue
             began = time.perf_counter()
-            inherited = inherited_accuracy(supernet.extract(arch), arch, data, HELD_OUT)
+            net = supernet.extract(arch)
+            adapt(net, arch, data, adapt_steps, seed)
+            inherited = inherited_accuracy(net, arch, data, HELD_OUT)
             standalone = []
             for offset in range(seeds):  # the first seed's checkpoint keeps its one-seed name
                 name = f"{arch.arch_id}.pt" if offset == 0 else f"{arch.arch_id}-seed{seed + offset}.pt"
@@ -254,12 +257,13 @@ def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
                        data: str | None = None, seed: int = 0, limit_train: int | None = None,
                        run_dir: Path | None = None, log: Callable[[str], None] = print,
-                       workers: int | None = None, seeds: int = 2) -> dict[str, Any]:
+                       workers: int | None = None, seeds: int = 2, adapt_steps: int = 0) -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
     at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes, `seeds`
-    standalone trainings a sub-network. The result carries its `run_dir`."""
-    if count < 3 or epochs < 1 or not 1 <= seeds <= 5:
-        raise NasError("--subnets must be at least 3, --epochs at least 1 and --seeds 1 to 5")
+    standalone trainings a sub-network, `adapt_steps` as the search's. The result carries its `run_dir`."""
+    if count < 3 or epochs < 1 or not 1 <= seeds <= 5 or not 0 <= adapt_steps <= 10_000:
+        raise NasError("--subnets must be at least 3, --epochs at least 1, --seeds 1 to 5 and --adapt-steps 0 to "
+                       "10,000")
     if not supernet_file.is_file():
         raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
     given, run_dir = run_dir is not None, run_dir or supernet_file.parent / "rank"
@@ -269,7 +273,8 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
     check_training(space.largest(), Recipe.batch_size, device, f"{space_file}'s largest member", False,
                    count_params(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
-    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds)
+    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds,
+                           adapt_steps)
     return {**result, "run_dir": str(run_dir)}
 
 
@@ -288,7 +293,9 @@ def rank_lines(result: dict[str, Any]) -> list[str]:
                      f"{describe_statistic(result['seed_to_seed_tau'])}")
     lines.append(f"inherited / standalone accuracy, median {result['median_ratio'] or 0:.2f}; by family: " + ", ".join(
         f"{family} {row['median_ratio'] or 0:.2f} ({row['subnets']})" for family, row in result["families"].items()))
-    return lines + [f"(standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each; "
+    adapted = result["settings"].get("adapt_steps", 0)
+    return lines + [f"(inherited: {f'after {adapted} steps of its own training' if adapted else 'as extracted'}; "
+                    f"standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each; "
                     f"{result['bootstrap_resamples']} bootstrap resamples)",
                     f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
 

@@ -101,7 +101,7 @@ def test_stratified_sample_spans_the_mac_range_with_distinct_members(tiny_space)
 def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     run_dir = tmp_path / "rank"
     command = ["supernet", "rank", "--space", TINY_SPACE, "--supernet", tiny_supernet, "--subnets", 3,
-               "--limit-train", 3000, "--run-dir", run_dir, "--epochs", 1]
+               "--limit-train", 3000, "--run-dir", run_dir, "--adapt-steps", 2, "--epochs", 1]
     first = run_nas(*command, "--json")
     assert first.returncode == 0, first.stderr
     result = json.loads((run_dir / "rank.json").read_text())
@@ -120,6 +120,8 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
         value, (low, high) = result[name]["value"], result[name]["ci95"]
         assert -1 <= low <= value <= high <= 1, result[name]
     assert result["settings"]["subnets"] == 3 and result["settings"]["epochs"] == 1
+    assert result["settings"]["adapt_steps"] == 2 and "after 2 steps of its own training" in first.stderr + \
+        run_nas(*command).stdout
     assert (run_dir / "rank.png").stat().st_size > 1000
 
     # a run cut short after two sub-networks finishes only the third

@@ -16,7 +16,7 @@ from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import Splits
 from nas.errors import NasError
-from nas.evaluate import inherited_accuracy
+from nas.evaluate import adapt, inherited_accuracy
 from nas.latency import CAREFUL, LatencyCache, LatencyRecord, device_lock, fingerprint, measure_arch
 from nas.latency.predictor import LatencyPredictor
 from nas.space import SearchSpace
@@ -66,6 +66,7 @@ class Evaluator:
         settings, budget = self.settings, self.settings.budget_ms
         net = self.supernet.extract(arch)
         with device_lock(self.device, exclusive=False):
+            adapt(net, arch, self.data, settings.adapt_steps, settings.seed)
             accuracy = inherited_accuracy(net, arch, self.data)
         source = "measured"
         prediction = self.predictor.predict(arch, self.device_id, net) if self.predictor is not None else None

@@ -15,10 +15,10 @@ from typing import Any, Callable
 import torch
 
 from nas.data import SPLIT_FILE, Splits, load_data
-from nas.evaluate import EVAL_BATCH
+from nas.evaluate import ADAPT_BATCH, EVAL_BATCH
 from nas.latency import LatencyCache, check_runtime, resolve_device
 from nas.latency.predictor import LatencyPredictor, load_predictor_for
-from nas.memory import check_running, check_supernet_training, meta_supernet, count_params
+from nas.memory import check_running, check_supernet_training, check_training, count_params, meta_supernet
 from nas.runs import RUNS_ROOT, check_run_dir, safe_name, write_yaml
 from nas.search.backend import backend
 from nas.search.evaluator import Evaluator, check_budget_feasible, check_limits_feasible
@@ -63,6 +63,9 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
     supernet_params = count_params(supernet if supernet is not None else to_train)
     check_running(space.largest(), EVAL_BATCH, device, f"{settings.space}'s largest member", supernet_params,
                   "use a device with more memory, or a smaller space")
+    if settings.adapt_steps:  # each candidate then trains a little beside the supernet
+        check_training(space.largest(), ADAPT_BATCH, device, f"--adapt-steps: {settings.space}'s largest member",
+                       False, supernet_params, "use --adapt-steps 0, a device with more memory, or a smaller space")
     cache = LatencyCache()
     check_limits_feasible(space, settings.max_params, settings.max_macs)
     feasible = check_budget_feasible(space, settings.budget_ms, device, settings.threads, settings.runtime, cache)

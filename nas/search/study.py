@@ -54,6 +54,7 @@ class SearchSettings:
     data_workers: int | None = None  # loader processes for image files (None: nas.data.default_workers)
     address: str | None = None
     storage: str | None = None
+    adapt_steps: int = 0  # training steps of each candidate alone before it is scored (nas.evaluate.adapt)
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the original (trials may grow; how it runs may change)."""

@@ -1,0 +1,67 @@
+"""Scoring a member after a few steps of its own training (`nas search/supernet rank --adapt-steps`)."""
+
+import csv
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from nas.evaluate import ADAPT_BATCH, adapt, inherited_accuracy, recalibrate_bn
+from nas.weight_sharing import SpaceSupernet
+from tests.conftest import TINY_SPACE, run_nas
+
+
+def _member(tiny_space, small_data, tiny_supernet):
+    from nas.supernet_training import load_supernet
+
+    space = tiny_space.with_num_classes(small_data.num_classes)
+    supernet = load_supernet(tiny_supernet, space)
+    return supernet, space.largest()
+
+
+def _loss(net, arch, data, steps):
+    """Mean loss on the batches `adapt` trains on, in eval mode with recalibrated BatchNorm statistics."""
+    order = np.random.default_rng(0).permutation(data.size("train"))
+    picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]
+    recalibrate_bn(net, data.recalibration(arch.resolution, arch.in_channels))
+    with torch.no_grad():
+        losses = [F.cross_entropy(net(x), y).item()
+                  for x, y in data.loader("train", arch.resolution, arch.in_channels, ADAPT_BATCH, indices=picked)]
+    return sum(losses) / len(losses)
+
+
+def test_adapt_trains_the_extracted_member_only_and_repeatably(tiny_space, small_data, tiny_supernet):
+    supernet, arch = _member(tiny_space, small_data, tiny_supernet)
+    assert isinstance(supernet, SpaceSupernet)
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    net, twin, untouched = (supernet.extract(arch) for _ in range(3))
+    loss_before = _loss(untouched, arch, small_data, 8)
+
+    adapt(net, arch, small_data, 8)
+    adapt(twin, arch, small_data, 8)
+    adapt(untouched, arch, small_data, 0)
+    assert all(torch.equal(v, supernet.state_dict()[k]) for k, v in before.items())  # the supernet is not trained
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), untouched.state_dict().values()))
+    assert _loss(net, arch, small_data, 8) < loss_before
+    assert 0 <= inherited_accuracy(net, arch, small_data) <= 1
+
+
+def test_a_search_scores_candidates_after_their_own_steps(tmp_path, tiny_space, small_data, tiny_supernet):
+    run_dir = tmp_path / "run"
+    result = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--supernet", tiny_supernet,
+                     "--trials", 2, "--sampler", "random", "--limit-train", 512, "--adapt-steps", 4,
+                     "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["adapt_steps"] == 4
+    supernet, _ = _member(tiny_space, small_data, tiny_supernet)
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    from nas.arch import Arch
+
+    arch = Arch.from_dict(best["arch"])
+    row = next(r for r in csv.DictReader(open(run_dir / "trials.csv")) if r["arch_id"] == arch.arch_id)
+    adapted = supernet.extract(arch)
+    adapt(adapted, arch, small_data, 4)
+    assert float(row["val_acc"]) == inherited_accuracy(adapted, arch, small_data)
+    assert float(row["val_acc"]) != inherited_accuracy(supernet.extract(arch), arch, small_data)
