@@ -50,7 +50,7 @@ from nas.weight_sharing import SpaceSupernet
 
 CHECKPOINT_KIND = "nas-supernet"
 DISTILL_LOSSES = ("kl", "alpha")
-SANDWICHES = ("random", "families")
+SANDWICHES = ("random", "families", "no-smallest")
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
 
 
@@ -65,7 +65,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     distill: str = "kl"  # one of DISTILL_LOSSES
-    sandwich: str = "random"  # one of SANDWICHES: the middle members random, or one family's largest in turn too
+    sandwich: str = "random"  # one of SANDWICHES: see sandwich_members
     checkpoint_every: int = 20  # optimiser steps between checkpoints (and one at the end of each epoch)
 
     def check(self) -> "TrainConfig":
@@ -116,11 +116,13 @@ def at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) -> list[Arch]:
-    """The members one step trains, the teacher first: the largest and the smallest; with the `families`
-    sandwich, the largest member of one family in turn (each family's weights at their full size every few steps,
-    not only when random draws reach them); then `random_subnets` random members. From (seed, step) alone."""
+    """The members one step trains, the teacher first: the largest and the smallest (`no-smallest`: the largest
+    only, so that no member the search scores but the teacher is trained on every step, and none is scored higher
+    for it); with the `families` sandwich, the largest member of one family in turn (each family's weights at their
+    full size every few steps, not only when random draws reach them); then `random_subnets` random members. From
+    (seed, step) alone."""
     rng = random.Random(config.seed * 1_000_003 + global_step)
-    archs = [space.largest(), space.smallest()]
+    archs = [space.largest()] if config.sandwich == "no-smallest" else [space.largest(), space.smallest()]
     if config.sandwich == "families":
         families = space.families()
         archs.append(space.largest_of(families[global_step % len(families)]))

@@ -86,6 +86,14 @@ def test_the_families_sandwich_trains_each_familys_largest_member_in_turn(tiny_s
     assert len(sandwich_members(tiny_space, TrainConfig(random_subnets=2), 0)) == 4
 
 
+def test_the_no_smallest_sandwich_trains_only_the_teacher_on_every_step(tiny_space):
+    config = TrainConfig(sandwich="no-smallest", random_subnets=2)
+    steps = [sandwich_members(tiny_space, config, step) for step in range(6)]
+    assert all(len(members) == 3 and members[0] == tiny_space.largest() for members in steps)
+    assert [members[1:] for members in steps] == [sandwich_members(tiny_space, TrainConfig(random_subnets=2), step)[2:]
+                                                  for step in range(6)]  # the same random draws as the default
+
+
 def test_supernet_train_reads_its_recipe(tmp_path, capsys):
     from nas.cli import main
 
