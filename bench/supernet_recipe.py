@@ -1,16 +1,16 @@
 """Supernet training recipes, one against another: how well each trains the members the sandwich does not fix.
 
-    .venv/bin/python bench/supernet_recipe.py                   # hybrid_cpu, 8 epochs: 2 vs 4 random members
-    .venv/bin/python bench/supernet_recipe.py --epochs 8 --variants '{}' '{"sandwich": "families"}' \
-        '{"random_subnets": 4}' '{"random_subnets": 6}'
-    .venv/bin/python bench/supernet_recipe.py --epochs 16 --variants '{"random_subnets": 4}'
+    .venv/bin/python bench/supernet_recipe.py          # hybrid_cpu, 8 epochs: with and without the smallest
+    .venv/bin/python bench/supernet_recipe.py --epochs 8 --variants '{"random_subnets": 2}' \
+        '{"sandwich": "families"}' '{"random_subnets": 4}' '{"random_subnets": 6}'
+    .venv/bin/python bench/supernet_recipe.py --epochs 16 --variants '{}'
 
 For each variant (TrainConfig fields over the defaults, as a `nas supernet train --recipe` file would give them),
 trains a supernet for --space on the embedded data (CPU, 2 threads) for --epochs, then evaluates with the
 supernet's weights (BN recalibrated, validation split): the largest and smallest members (the sandwich trains
-them on every step), and --members random members (the same ones for every variant), whose median is what a
-search mostly sees. Prints one row per variant: training seconds, those accuracies, and the random members' median
-by dominant family.
+the largest on every step, and the smallest too unless `no-smallest`), and --members random members (the same
+ones for every variant), whose median is what a search mostly sees. Prints one row per variant: training
+seconds, those accuracies, and the random members' median by dominant family.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "hybrid_cpu.yaml"))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--members", type=int, default=24, help="random members evaluated (seed 1)")
-    parser.add_argument("--variants", nargs="+", default=['{}', '{"random_subnets": 4}'],
+    parser.add_argument("--variants", nargs="+", default=['{"sandwich": "random"}', '{}'],
                         help="JSON objects of TrainConfig fields")
     parser.add_argument("--work", help="folder for the supernets (default: a new temporary one)")
     args = parser.parse_args()

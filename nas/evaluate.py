@@ -73,11 +73,12 @@ def adapt(net: nn.Module, arch: "Arch", data: Splits, steps: int, seed: int = 0)
     """Train an extracted member alone for `steps` batches of training images (AdamW, label smoothing 0.1) before
     it is scored. The shared weights co-adapt to every member the supernet trains; a few steps of the member's own
     training remove much of that bias (bench/rank.py --adapt-steps). The batches are the same for every member."""
+    import timm.optim
     import torch.nn.functional as F
 
     if steps == 0:
         return
-    optimizer = torch.optim.AdamW(net.parameters(), lr=ADAPT_LR, weight_decay=0.05)
+    optimizer = timm.optim.create_optimizer_v2(net, "adamw", lr=ADAPT_LR, weight_decay=0.05)
     device = next(net.parameters()).device
     order = np.random.default_rng(seed).permutation(data.size("train"))
     picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]

@@ -1,9 +1,10 @@
 """Supernet training: the sandwich rule with in-place distillation, resumable to the step, on one or more processes.
 
-Each step trains the largest member on the labels, then the smallest, (with the `families` sandwich) the largest
-member of one family in turn, and `random_subnets` random members on the largest member's soft predictions, and
-takes one optimiser step on the summed gradients. The distillation loss is
-KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`).
+Each step trains the largest member on the labels, then (with the `random` or `families` sandwich) the smallest,
+(with `families`) the largest member of one family in turn, and `random_subnets` random members on the largest
+member's soft predictions, and takes one optimiser step on the summed gradients. The default, `no-smallest`, leaves
+the smallest out: trained on every step, it outscored every member a search drew (bench/search.py). The
+distillation loss is KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`).
 
 Resuming: a checkpoint (written atomically) records (epoch, step) every `checkpoint_every` optimiser steps and at
 the end of each epoch. Data order and the sampled members are derived from (seed, epoch, step), so a run killed
@@ -65,7 +66,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     distill: str = "kl"  # one of DISTILL_LOSSES
-    sandwich: str = "random"  # one of SANDWICHES: see sandwich_members
+    sandwich: str = "no-smallest"  # one of SANDWICHES (see sandwich_members); bench/search.py: the smallest, trained
+    # on every step, outscored every drawn member and won every search
     checkpoint_every: int = 20  # optimiser steps between checkpoints (and one at the end of each epoch)
 
     def check(self) -> "TrainConfig":

@@ -83,15 +83,17 @@ def test_the_families_sandwich_trains_each_familys_largest_member_in_turn(tiny_s
     for family, members in zip(families, steps):
         assert family in {stage.family for stage in members[2].stages}
     assert sandwich_members(tiny_space, config, 3) == sandwich_members(tiny_space, config, 3)  # from (seed, step)
-    assert len(sandwich_members(tiny_space, TrainConfig(random_subnets=2), 0)) == 4
+    assert len(sandwich_members(tiny_space, TrainConfig(sandwich="random", random_subnets=2), 0)) == 4
 
 
 def test_the_no_smallest_sandwich_trains_only_the_teacher_on_every_step(tiny_space):
     config = TrainConfig(sandwich="no-smallest", random_subnets=2)
     steps = [sandwich_members(tiny_space, config, step) for step in range(6)]
     assert all(len(members) == 3 and members[0] == tiny_space.largest() for members in steps)
-    assert [members[1:] for members in steps] == [sandwich_members(tiny_space, TrainConfig(random_subnets=2), step)[2:]
-                                                  for step in range(6)]  # the same random draws as the default
+    default = TrainConfig(sandwich="random", random_subnets=2)
+    sandwiches = [sandwich_members(tiny_space, default, step) for step in range(6)]
+    assert [members[1:] for members in steps] == [members[2:] for members in sandwiches]  # the same random draws
+    assert TrainConfig().sandwich == "no-smallest"
 
 
 def test_supernet_train_reads_its_recipe(tmp_path, capsys):
