@@ -84,6 +84,7 @@ def main() -> None:
                                         "in_channels": arch["in_channels"], "num_classes": 10}))
         candidates[f"timm-{name}"] = path
     threads = str(best["device"]["threads"])
+    (work / "retrain").mkdir()  # each model's run folder is made inside it
     results = {}
     for label, path in candidates.items():
         print(f"\n=== {label}: retraining {args.epochs} epochs", file=sys.stderr)

@@ -114,12 +114,20 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+def uses_only(row: dict, family: str, stage_families: list[list[str]]) -> bool:
+    """Whether a trial uses `family` in every slot it fills that offers it, and in one at least (its `slots` say
+    which slots its stages fill: a skipped slot would otherwise shift every later stage)."""
+    used = dict(zip(map(int, str(row["slots"]).split("-")), row["families"].split("-")))
+    offering = [name for slot, name in used.items() if family in stage_families[slot]]
+    return bool(offering) and all(name == family for name in offering)
+
+
 def family_bests(rows: list[dict], stage_families: list[list[str]]) -> dict[str, dict | None]:
-    """Per block family, the most accurate feasible trial that uses it in every stage offering it."""
+    """Per block family (per slot, `stage_families`: what each offers), the most accurate feasible trial that uses
+    only it wherever it is offered."""
     bests: dict[str, dict | None] = {}
     for family in dict.fromkeys(f for offered in stage_families for f in offered):
-        members = [r for r in rows if r["feasible"] and all(
-            used == family for used, offered in zip(r["families"].split("-"), stage_families) if family in offered)]
+        members = [r for r in rows if r["feasible"] and uses_only(r, family, stage_families)]
         bests[family] = max(members, key=lambda r: (r["val_acc"], -r["latency_ms"])) if members else None
     return bests
 

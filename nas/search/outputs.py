@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 Remeasure = Callable[[Arch, float, float], "tuple[LatencyRecord, int]"]
 
 
-def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _row(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> dict[str, Any]:
     stages = trial.user_attrs["arch"]["stages"]
+    placement = space.placement(Arch.from_dict(trial.user_attrs["arch"]))
     return {"trial": trial.number, "arch_id": trial.user_attrs["arch_id"], "val_acc": round(trial.values[0], 4),
             "latency_ms": round(trial.values[1], 4), "latency_p90_ms": round(trial.user_attrs["latency_p90_ms"], 4),
             "feasible": is_feasible(trial), "latency_source": trial.user_attrs["latency_source"],
             "params": trial.user_attrs["params"], "families": "-".join(s["family"] for s in stages),
+            "slots": "-".join(map(str, placement.slots)),  # every trial is a member; a skipped slot is left out
             "depths": "-".join(str(s["depth"]) for s in stages), "widths": "-".join(str(s["width"]) for s in stages),
             "reference": trial.user_attrs.get("reference", ""), "warm_start": trial.user_attrs.get("warm_start", ""),
             "seconds": round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
@@ -53,13 +55,13 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSp
     p90 meets the budget, and best.yaml carries that measurement.
     """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    rows = [_row(t) for t in complete]
+    rows = [_row(t, space) for t in complete]
     _write_csv(run_dir / "trials.csv", rows)
     front = []
     for trial in sorted(study.best_trials, key=lambda t: t.values[1]):  # constrained: feasible trials only
         arch = Arch.from_dict(trial.user_attrs["arch"])
         record, macs = remeasure(arch, trial.values[1], trial.user_attrs["latency_p90_ms"])
-        front.append({**_row(trial), "remeasured_ms": round(record.median_ms, 4),
+        front.append({**_row(trial, space), "remeasured_ms": round(record.median_ms, 4),
                       "remeasured_p90_ms": round(record.p90_ms, 4),
                       "remeasured_feasible": record.p90_ms <= settings.budget_ms, "macs": macs,
                       "_arch": arch, "_record": record, "_trial": trial})
