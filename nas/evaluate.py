@@ -69,6 +69,14 @@ def inherited_accuracy(net: nn.Module, arch: "Arch", data: Splits, splits: tuple
     return split_accuracy(net, arch, data, splits)
 
 
+def adapt_batches(arch: "Arch", data: Splits, steps: int, seed: int = 0) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The `steps` batches `adapt` trains on: a seeded permutation of the training images (repeated when short),
+    the same for every member, so that the loader is built once and reused."""
+    order = np.random.default_rng(seed).permutation(data.size("train"))
+    picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]
+    return data.loader("train", arch.resolution, arch.in_channels, ADAPT_BATCH, indices=picked)
+
+
 def adapt(net: nn.Module, arch: "Arch", data: Splits, steps: int, seed: int = 0) -> None:
     """Train an extracted member alone for `steps` batches of training images (AdamW, label smoothing 0.1) before
     it is scored. The shared weights co-adapt to every member the supernet trains; a few steps of the member's own
@@ -80,10 +88,8 @@ def adapt(net: nn.Module, arch: "Arch", data: Splits, steps: int, seed: int = 0)
         return
     optimizer = timm.optim.create_optimizer_v2(net, "adamw", lr=ADAPT_LR, weight_decay=0.05)
     device = next(net.parameters()).device
-    order = np.random.default_rng(seed).permutation(data.size("train"))
-    picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]
     net.train()
-    for x, y in data.loader("train", arch.resolution, arch.in_channels, ADAPT_BATCH, indices=picked):
+    for x, y in adapt_batches(arch, data, steps, seed):
         loss = F.cross_entropy(net(x.to(device, non_blocking=True)), y.to(device), label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -117,7 +117,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
 def uses_only(row: dict, family: str, stage_families: list[list[str]]) -> bool:
     """Whether a trial uses `family` in every slot it fills that offers it, and in one at least (its `slots` say
     which slots its stages fill: a skipped slot would otherwise shift every later stage)."""
-    used = dict(zip(map(int, str(row["slots"]).split("-")), row["families"].split("-")))
+    used = dict(zip(map(int, row["slots"].split("-")), row["families"].split("-")))
     offering = [name for slot, name in used.items() if family in stage_families[slot]]
     return bool(offering) and all(name == family for name in offering)
 

@@ -2,12 +2,11 @@
 
 import csv
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 
-from nas.evaluate import ADAPT_BATCH, adapt, inherited_accuracy, recalibrate_bn
+from nas.evaluate import adapt, adapt_batches, inherited_accuracy, recalibrate_bn
 from nas.weight_sharing import SpaceSupernet
 from tests.conftest import TINY_SPACE, run_nas
 
@@ -22,12 +21,9 @@ def _member(tiny_space, small_data, tiny_supernet):
 
 def _loss(net, arch, data, steps):
     """Mean loss on the batches `adapt` trains on, in eval mode with recalibrated BatchNorm statistics."""
-    order = np.random.default_rng(0).permutation(data.size("train"))
-    picked = [int(order[i % len(order)]) for i in range(steps * ADAPT_BATCH)]
     recalibrate_bn(net, data.recalibration(arch.resolution, arch.in_channels))
     with torch.no_grad():
-        losses = [F.cross_entropy(net(x), y).item()
-                  for x, y in data.loader("train", arch.resolution, arch.in_channels, ADAPT_BATCH, indices=picked)]
+        losses = [F.cross_entropy(net(x), y).item() for x, y in adapt_batches(arch, data, steps)]
     return sum(losses) / len(losses)
 
 
