@@ -3,6 +3,7 @@ import random
 
 import optuna
 import pytest
+import yaml
 
 from nas.arch import load_arch
 from nas.errors import NasError
@@ -137,3 +138,15 @@ def test_a_new_study_is_warm_started_with_the_reference_members(hybrid_space, tm
     for name, params in labelled.items():  # each enqueued trial is that reference architecture
         assert suggest(hybrid_space.with_num_classes(10), optuna.trial.FixedTrial(params)) == members[name]
     assert reference_members(load_space(TINY_SPACE)) == {}
+
+
+def test_a_search_folder_written_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    from nas.search.study import SearchSettings, check_run_folder
+
+    settings = SearchSettings(space="search_spaces/hybrid.yaml", latency_budget="5ms", budget_ms=5.0)
+    older = {**settings.identity(), "space_hash": "abc"}
+    del older["adapt_steps"]  # config.yaml of a nas without --adapt-steps
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    check_run_folder(tmp_path, settings, "abc")
+    with pytest.raises(NasError, match="adapt_steps differ"):
+        check_run_folder(tmp_path, SearchSettings(**{**settings.to_dict(), "adapt_steps": 10}), "abc")

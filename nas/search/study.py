@@ -9,7 +9,7 @@ resumed only by the same search (`check_run_folder`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,10 +109,13 @@ def search_settings(given: dict[str, Any], resume: str | None = None, config: st
 
 
 def check_run_folder(run_dir: Path, settings: SearchSettings, space_hash: str) -> None:
-    """A run folder is resumed only by the same search (`nas.runs.check_run_dir` refuses one of anything else)."""
+    """A run folder is resumed only by the same search (`nas.runs.check_run_dir` refuses one of anything else). A
+    setting its config.yaml lacks was added since it was written, so that run used the setting's default."""
     config = run_dir / "config.yaml"
     if config.is_file():
-        differs = sorted(differing_settings(read_yaml(config) or {}, {**settings.identity(), "space_hash": space_hash}))
+        defaults = {f.name: f.default for f in fields(SearchSettings) if f.default is not MISSING}
+        saved = {**defaults, **(read_yaml(config) or {})}
+        differs = sorted(differing_settings(saved, {**settings.identity(), "space_hash": space_hash}))
         if differs:
             raise NasError(f"{run_dir} holds a different search ({', '.join(differs)} differ); "
                            "pass a new --run-dir, or the original options to resume it")
