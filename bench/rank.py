@@ -5,6 +5,8 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --epochs 25 --rank-epochs 12                      # the issue's setting, hours
     .venv/bin/python bench/rank.py --supernet runs/supernet-hybrid_cpu/supernet.pt --subnets 24 --rank-epochs 5
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R --adapt-steps 30       # scored after 30 own steps
+    .venv/bin/python bench/rank.py --supernet T.pt --run-dir R2 --standalone-from R   # another supernet, minutes
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R3 --standalone-from R --control-steps 30
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
@@ -13,12 +15,14 @@ epochs with --seeds seeds (their mean is the standalone accuracy). Prints the ra
 95 % intervals, the noise floor (Kendall tau between the first two seeds' standalone accuracies: how far standalone
 training on this data agrees with itself, which bounds the tau any supernet can reach against it), each family's
 median inherited / standalone ratio and the wall time of each stage. --run-dir resumes (or reuses) a ranking
-folder.
+folder. --control-steps N adds the baseline a supernet must beat: the same sub-networks trained from scratch for
+N batches each and scored the same way, their Kendall tau against the same standalone accuracies.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -47,17 +51,47 @@ def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: i
 
 
 def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int, seed: int,
-         limit_train: int | None, seeds: int, adapt_steps: int) -> dict:
+         limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None) -> dict:
     """What `nas supernet rank --space SPACE --supernet S --subnets N --epochs E --seeds K --adapt-steps A
-    --run-dir RUN --seed S [--limit-train N]` does on the cpu, its table printed; returns rank.json's content
-    (with run_dir)."""
+    --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu, its table printed; returns
+    rank.json's content (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 
     result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
-                                limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps)
+                                limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps,
+                                standalone_from=standalone_from)
     print("\n".join(rank_lines(result)))
     return result
+
+
+def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, seed: int,
+                    limit_train: int | None) -> dict:
+    """The baseline a supernet must beat: each ranked sub-network built from scratch (seed `seed`), trained alone
+    for `steps` batches (`nas.evaluate.adapt`, the batches `--adapt-steps` uses) and scored as the ranking scores
+    it. Returns Kendall tau against the standalone accuracies (with its bootstrap CI) and the seconds it took."""
+    import torch
+
+    from nas.arch import Arch
+    from nas.data import load_space_and_data
+    from nas.evaluate import adapt, inherited_accuracy
+    from nas.rank import HELD_OUT, bootstrap_ci, kendall_tau_b
+    from supernet.network import build
+
+    began = time.perf_counter()
+    _, data = load_space_and_data(space_path, None, seed, limit_train, run_dir=rank_dir)
+    plan = {s["arch_id"]: Arch.from_dict(s["arch"]) for s in json.loads((rank_dir / "rank_plan.json").read_text())[
+        "subnets"]}
+    scores, standalone = [], []
+    for row in result["subnets"]:
+        arch = plan[row["arch_id"]]
+        torch.manual_seed(seed)
+        net = build(arch)
+        adapt(net, arch, data, steps, seed)
+        scores.append(inherited_accuracy(net, arch, data, HELD_OUT))
+        standalone.append(row["standalone"])
+    return {"value": kendall_tau_b(scores, standalone), "ci95": bootstrap_ci(kendall_tau_b, scores, standalone),
+            "seconds": time.perf_counter() - began}
 
 
 def main() -> None:
@@ -70,6 +104,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="standalone trainings per sub-network, averaged")
     parser.add_argument("--adapt-steps", type=int, default=0,
                         help="train each sub-network alone this many batches before scoring it, as the search can")
+    parser.add_argument("--standalone-from", metavar="RUN",
+                        help="reuse the standalone accuracies of an earlier ranking folder (same plan and training)")
+    parser.add_argument("--control-steps", type=int, default=0,
+                        help="also rank by training each sub-network from scratch for this many batches: the "
+                             "baseline the supernet must beat (default: 0, none)")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
@@ -90,7 +129,7 @@ def main() -> None:
     rank_dir = Path(args.run_dir) if args.run_dir else work / "rank"
     try:
         result = rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train,
-                      args.seeds, args.adapt_steps)
+                      args.seeds, args.adapt_steps, Path(args.standalone_from) if args.standalone_from else None)
     except NasError as error:
         raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()
@@ -105,6 +144,10 @@ def main() -> None:
     if "seed_to_seed_tau" in result:
         print(f"  noise floor       : standalone seed vs seed, Kendall tau-b "
               f"{describe_statistic(result['seed_to_seed_tau'])}")
+    if args.control_steps:
+        control = scratch_control(args.space, rank_dir, result, args.control_steps, args.seed, args.limit_train)
+        print(f"  control           : from scratch, {args.control_steps} steps each, Kendall tau-b "
+              f"{describe_statistic(control)} ({control['seconds']:.0f} s)")
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}, "
           f"range {min(r['ratio'] for r in rows):.3f} to {max(r['ratio'] for r in rows):.3f}")
     macs = [r["macs"] for r in rows]

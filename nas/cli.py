@@ -75,7 +75,8 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
 
     result = rank_supernet_file(args.space, Path(args.supernet), args.subnets, args.epochs, _device_and_threads(args),
                                 args.data, args.seed, args.limit_train, Path(args.run_dir) if args.run_dir else None,
-                                log, args.data_workers, args.seeds, args.adapt_steps)
+                                log, args.data_workers, args.seeds, args.adapt_steps,
+                                Path(args.standalone_from) if args.standalone_from else None)
     _emit(result, args.json, rank_lines(result))
     return 0
 
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--seeds", type=integer(1, 5), default=2, help="standalone trainings per sub-network, averaged; "
                       "the first two's agreement is the noise floor (default: 2)")
     rank.add_argument("--adapt-steps", type=ADAPT_STEPS, default=0, help=ADAPT_HELP)
+    rank.add_argument("--standalone-from", metavar="RUN", help="reuse the standalone accuracies of an earlier "
+                      "ranking folder with the same space, data, --subnets, --epochs, --seeds and --seed")
     rank.add_argument("--run-dir", help="output folder (default: rank/ beside the supernet checkpoint)")
     rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 POOL_FACTOR = 10  # candidates sampled per requested sub-network before stratifying
 HELD_OUT = ("val", "test")  # the splits both accuracies are measured on
 BOOTSTRAP_RESAMPLES = 1000
+# what decides a sub-network's standalone accuracy, and so whether another ranking's can be reused
+STANDALONE_SETTINGS = ("space_hash", "data", "train_images", "subnets", "epochs", "seed", "seeds", "evaluated_on")
 T = TypeVar("T")
 
 
@@ -183,16 +185,21 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
 
 def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
                   run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
-                  log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0,
+                  standalone_from: Path | None = None) -> dict[str, Any]:
     """Rank `count` stratified sub-networks by supernet-inherited accuracy (after `adapt_steps` of their own
-    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings) in `run_dir`
-    (resuming it); writes rank.json and rank.png and returns rank.json's content."""
+    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings, or the
+    accuracies an earlier ranking `standalone_from` measured) in `run_dir` (resuming it); writes rank.json and
+    rank.png and returns rank.json's content."""
     from tqdm import tqdm
 
     settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
                 "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed,
                 "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps}
+    reused = earlier_standalone(standalone_from, settings) if standalone_from else {}  # checked before writing
     subnets = _plan(run_dir, settings, space, count, seed)
+    if reused:
+        log(f"reusing the standalone accuracies of {len(reused)} sub-network(s) from {standalone_from}")
     data.save_split(run_dir)
     results = run_dir / "rank_results.jsonl"
     done = {}
@@ -209,12 +216,11 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
             net = supernet.extract(arch)
             adapt(net, arch, data, adapt_steps, seed)
             inherited = inherited_accuracy(net, arch, data, HELD_OUT)
-            standalone = []
-            for offset in range(seeds):  # the first seed's checkpoint keeps its one-seed name
-                name = f"{arch.arch_id}.pt" if offset == 0 else f"{arch.arch_id}-seed{seed + offset}.pt"
-                trained = train_standalone(arch, data, replace(recipe, seed=seed + offset), device,
-                                           run_dir / "standalone" / name, log=lambda _: None)
-                standalone.append(split_accuracy(trained.model, arch, data, HELD_OUT))
+            standalone = reused.get(arch.arch_id) or [
+                split_accuracy(train_standalone(arch, data, replace(recipe, seed=seed + offset), device,
+                                                run_dir / "standalone" / _checkpoint_name(arch, seed, offset),
+                                                log=lambda _: None).model, arch, data, HELD_OUT)
+                for offset in range(seeds)]
             mean = sum(standalone) / seeds
             done[arch.arch_id] = {"arch_id": arch.arch_id, "family": subnet.family, "macs": subnet.macs,
                                   "params": subnet.params, "inherited": inherited, "standalone": mean,
@@ -234,10 +240,36 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
     result = {"subnets": rows, **statistics, "median_ratio": float(np.median(ratios)) if ratios else None,
               "families": family_table(rows), "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
               "settings": {**settings, "space": space.name, "supernet": str(supernet_path), "device": str(device),
-                           "pool": POOL_FACTOR * count, "recipe": asdict(recipe)}}
+                           "pool": POOL_FACTOR * count, "recipe": asdict(recipe),
+                           "standalone_from": str(standalone_from) if reused else None}}
     write_json(run_dir / "rank.json", result)
     plot_rank(rows, statistics, run_dir / "rank.png", f"{space.name}: supernet ranking of {len(rows)} sub-networks")
     return result
+
+
+def _checkpoint_name(arch: Arch, seed: int, offset: int) -> str:
+    """The standalone checkpoint of `arch`'s training with seed `seed + offset`; the first keeps its one-seed name."""
+    return f"{arch.arch_id}.pt" if offset == 0 else f"{arch.arch_id}-seed{seed + offset}.pt"
+
+
+def earlier_standalone(run: Path, settings: dict[str, Any]) -> dict[str, list[float]]:
+    """Each sub-network's standalone accuracies (one a seed) that the ranking in `run` measured, by arch id, when
+    that ranking drew from the same space and data, and trained as `settings` say; its supernet and adapt steps
+    may differ, for they change only the inherited side."""
+    plan_file, results = run / "rank_plan.json", run / "rank_results.jsonl"
+    if not plan_file.is_file():
+        raise NasError(f"--standalone-from {run}: no rank_plan.json there; pass a folder of `nas supernet rank`")
+    try:
+        saved = json.loads(plan_file.read_text())["settings"]
+        rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+        reused = {row["arch_id"]: row["standalone_seeds"] for row in rows}
+    except (ValueError, KeyError, TypeError) as error:
+        raise NasError(f"--standalone-from {run}: not a readable ranking ({error})") from None
+    differs = [name for name in STANDALONE_SETTINGS if saved.get(name) != settings[name]]
+    if differs:
+        raise NasError(f"--standalone-from {run}: ranked with other settings ({', '.join(differs)} differ), so its "
+                       "standalone accuracies do not apply")
+    return reused
 
 
 def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -257,10 +289,12 @@ def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
                        data: str | None = None, seed: int = 0, limit_train: int | None = None,
                        run_dir: Path | None = None, log: Callable[[str], None] = print,
-                       workers: int | None = None, seeds: int = 2, adapt_steps: int = 0) -> dict[str, Any]:
+                       workers: int | None = None, seeds: int = 2, adapt_steps: int = 0,
+                       standalone_from: Path | None = None) -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
     at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes, `seeds`
-    standalone trainings a sub-network, `adapt_steps` as the search's. The result carries its `run_dir`."""
+    standalone trainings a sub-network, `adapt_steps` as the search's, standalone accuracies reused from the
+    ranking folder `standalone_from`. The result carries its `run_dir`."""
     if count < 3 or epochs < 1 or not 1 <= seeds <= 5 or not 0 <= adapt_steps <= 10_000:
         raise NasError("--subnets must be at least 3, --epochs at least 1, --seeds 1 to 5 and --adapt-steps 0 to "
                        "10,000")
@@ -274,7 +308,7 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
                    count_params(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
     result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds,
-                           adapt_steps)
+                           adapt_steps, standalone_from)
     return {**result, "run_dir": str(run_dir)}
 
 
@@ -294,8 +328,10 @@ def rank_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f"inherited / standalone accuracy, median {result['median_ratio'] or 0:.2f}; by family: " + ", ".join(
         f"{family} {row['median_ratio'] or 0:.2f} ({row['subnets']})" for family, row in result["families"].items()))
     adapted = result["settings"].get("adapt_steps", 0)
+    reused = result["settings"].get("standalone_from")
     return lines + [f"(inherited: {f'after {adapted} steps of its own training' if adapted else 'as extracted'}; "
-                    f"standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each; "
+                    f"standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each"
+                    f"{f', measured in {reused}' if reused else ''}; "
                     f"{result['bootstrap_resamples']} bootstrap resamples)",
                     f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
 

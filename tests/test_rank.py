@@ -142,6 +142,25 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     # the same folder with other settings is refused
     assert_cli_error(run_in_process(*command[:-1], 2), "other settings", "epochs")
 
+    # another ranking (here: without adapt steps) reuses these standalone accuracies instead of training again
+    def reusing(earlier, epochs, folder):
+        return ["supernet", "rank", "--space", TINY_SPACE, "--supernet", tiny_supernet, "--subnets", 3,
+                "--limit-train", 3000, "--epochs", epochs, "--standalone-from", earlier, "--run-dir", folder]
+
+    reused = run_nas(*reusing(run_dir, 1, tmp_path / "reused"))
+    assert reused.returncode == 0, reused.stderr
+    assert "reusing the standalone accuracies of 3 sub-network(s)" in reused.stderr and "measured in" in reused.stdout
+    again_rows = json.loads((tmp_path / "reused" / "rank.json").read_text())["subnets"]
+    assert [r["standalone_seeds"] for r in again_rows] == [r["standalone_seeds"] for r in rows]
+    assert not (tmp_path / "reused" / "standalone").exists()
+    # trained for another number of epochs, or no ranking at all: nothing applies
+    assert_cli_error(run_in_process(*reusing(run_dir, 2, tmp_path / "refused")), "--standalone-from", "epochs differ")
+    assert_cli_error(run_in_process(*reusing(tmp_path, 1, tmp_path / "refused")), "no rank_plan.json")
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "rank_plan.json").write_text('{"settings": ')
+    assert_cli_error(run_in_process(*reusing(tmp_path / "torn", 1, tmp_path / "refused")), "not a readable ranking")
+    assert not (tmp_path / "refused").exists()
+
 
 def run_in_process(*args):
     """Run the CLI in this process; returns (exit code, stderr lines)."""
