@@ -32,7 +32,7 @@ from nas.evaluate import adapt, inherited_accuracy, split_accuracy
 from nas.memory import check_training
 from nas.report import plt
 from nas.retrain import Recipe, train_standalone
-from nas.runs import atomic_write, check_run_dir, file_hash, write_json
+from nas.runs import atomic_write, check_run_dir, differing_settings, file_hash, write_json
 from nas.supernet_training import load_supernet
 from supernet.network import build
 
@@ -170,7 +170,7 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
     path = run_dir / "rank_plan.json"
     if path.is_file():
         plan = json.loads(path.read_text())
-        differs = sorted(k for k, v in settings.items() if plan["settings"].get(k) != v)
+        differs = sorted(differing_settings(plan["settings"], settings))
         if differs:
             raise NasError(f"{run_dir} holds a ranking with other settings ({', '.join(differs)} differ); pass a "
                            "new --run-dir, or the original options to resume it")
@@ -265,7 +265,7 @@ def earlier_standalone(run: Path, settings: dict[str, Any]) -> dict[str, list[fl
         reused = {row["arch_id"]: row["standalone_seeds"] for row in rows}
     except (ValueError, KeyError, TypeError) as error:
         raise NasError(f"--standalone-from {run}: not a readable ranking ({error})") from None
-    differs = [name for name in STANDALONE_SETTINGS if saved.get(name) != settings[name]]
+    differs = differing_settings(saved, {name: settings[name] for name in STANDALONE_SETTINGS})
     if differs:
         raise NasError(f"--standalone-from {run}: ranked with other settings ({', '.join(differs)} differ), so its "
                        "standalone accuracies do not apply")
