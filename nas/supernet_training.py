@@ -51,7 +51,7 @@ from nas.weight_sharing import SpaceSupernet
 
 CHECKPOINT_KIND = "nas-supernet"
 DISTILL_LOSSES = ("kl", "alpha")
-SANDWICHES = ("random", "families", "no-smallest")
+SANDWICHES = ("random", "families", "no-smallest", "ends")
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
 
 
@@ -124,7 +124,10 @@ def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) 
     full size every few steps, not only when random draws reach them); then `random_subnets` random members. From
     (seed, step) alone."""
     rng = random.Random(config.seed * 1_000_003 + global_step)
-    archs = [space.largest()] if config.sandwich == "no-smallest" else [space.largest(), space.smallest()]
+    if config.sandwich == "ends":
+        archs = [space.largest_with_ends(global_step)]
+    else:
+        archs = [space.largest()] if config.sandwich == "no-smallest" else [space.largest(), space.smallest()]
     if config.sandwich == "families":
         families = space.families()
         archs.append(space.largest_of(families[global_step % len(families)]))

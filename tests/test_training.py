@@ -96,6 +96,20 @@ def test_the_no_smallest_sandwich_trains_only_the_teacher_on_every_step(tiny_spa
     assert TrainConfig().sandwich == "no-smallest"
 
 
+def test_the_ends_sandwich_gives_the_teacher_every_stem_and_head_in_turn(hybrid_cpu_space):
+    space = hybrid_cpu_space
+    config = TrainConfig(sandwich="ends", random_subnets=2)
+    pairs = len(space.stems) * len(space.heads)
+    teachers = [sandwich_members(space, config, step)[0] for step in range(pairs + 1)]
+    assert {(t.stem_type, t.head_type) for t in teachers} == {(s.type, h.type) for s in space.stems
+                                                               for h in space.heads}
+    assert teachers[pairs] == teachers[0]
+    largest = space.largest()
+    assert largest in teachers
+    assert all(t.stages == largest.stages for t in teachers)  # the same body: both stems have stride 2 here
+    assert all(len(sandwich_members(space, config, step)) == 3 for step in range(pairs))
+
+
 def test_supernet_train_reads_its_recipe(tmp_path, capsys):
     from nas.cli import main
 

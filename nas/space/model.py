@@ -239,12 +239,13 @@ class SearchSpace:
         return Arch(resolution, self.in_channels, self.num_classes, stem_width, stem.stride, tuple(stages),
                     head_width, name, stem.type, stem.knob_items, head.type, head.knob_items, global_tokens)
 
-    def _extreme(self, pick: Any, name: str, family: str | None = None) -> Arch:
+    def _extreme(self, pick: Any, name: str, family: str | None = None,
+                 ends: tuple[PartSpace, PartSpace] | None = None) -> Arch:
         """The member that takes `pick` (min or max) of every size; weight-free knobs take their first choice.
 
         `max` takes the finest stem (the most stages) and places every slot; `min` the coarsest stem, and leaves
         out every slot it may. Per stage, the family with the most (fewest) parameters; with `family`, every
-        stage that offers that family uses it.
+        stage that offers that family uses it. With `ends`, that (stem, head) pair instead.
         """
         largest = pick is max
 
@@ -265,6 +266,8 @@ class SearchSpace:
 
         stem = (min if largest else max)(self.stems, key=lambda s: s.stride)
         head = pick(self.heads, key=lambda h: _head_params(h.type, h.knob_items, pick(h.width)))
+        if ends:
+            stem, head = ends
         return self.member(pick(self.resolution), stem, pick(stem.width), self.walk(stem, choose), head,
                           pick(head.width), pick(self.global_tokens), name)
 
@@ -279,6 +282,12 @@ class SearchSpace:
     def largest_of(self, family: str) -> Arch:
         """The largest member that uses `family` in every stage offering it."""
         return self._extreme(max, f"largest {family}", family)
+
+    def largest_with_ends(self, index: int) -> Arch:
+        """The largest member with the `index`-th (cycling) of every (stem choice, head choice) pair."""
+        pairs = [(stem, head) for stem in self.stems for head in self.heads]
+        stem, head = pairs[index % len(pairs)]
+        return self._extreme(max, f"largest {stem.key} {head.key}", ends=(stem, head))
 
     def families(self) -> list[str]:
         """Every block family the space offers, in order of first appearance."""
