@@ -50,17 +50,18 @@ def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: i
     return Path(result["checkpoint"])
 
 
-def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int, seed: int,
-         limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None) -> dict:
-    """What `nas supernet rank --space SPACE --supernet S --subnets N --epochs E --seeds K --adapt-steps A
-    --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu, its table printed; returns
+def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int | None, seed: int,
+         limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None, standalone: str) -> dict:
+    """What `nas supernet rank --space SPACE --supernet S --subnets N --standalone KIND [--epochs E] --seeds K
+    --adapt-steps A --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu, its table
+    printed; returns
     rank.json's content (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 
     result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
                                 limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps,
-                                standalone_from=standalone_from)
+                                standalone_from=standalone_from, standalone=standalone)
     print("\n".join(rank_lines(result)))
     return result
 
@@ -100,7 +101,10 @@ def main() -> None:
     parser.add_argument("--supernet", help="a trained supernet checkpoint (default: train one)")
     parser.add_argument("--epochs", type=int, default=6, help="supernet training epochs when training")
     parser.add_argument("--subnets", type=int, default=20)
-    parser.add_argument("--rank-epochs", type=int, default=3, help="standalone epochs per sub-network")
+    parser.add_argument("--standalone", choices=("plain", "retrain"), default="plain",
+                        help="standalone recipe: plain, or what `nas retrain` gives a winner (default: plain)")
+    parser.add_argument("--rank-epochs", type=int,
+                        help="standalone epochs per sub-network (default: 3 with plain, the recipe's with retrain)")
     parser.add_argument("--seeds", type=int, default=2, help="standalone trainings per sub-network, averaged")
     parser.add_argument("--adapt-steps", type=int, default=0,
                         help="train each sub-network alone this many batches before scoring it, as the search can")
@@ -129,7 +133,8 @@ def main() -> None:
     rank_dir = Path(args.run_dir) if args.run_dir else work / "rank"
     try:
         result = rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train,
-                      args.seeds, args.adapt_steps, Path(args.standalone_from) if args.standalone_from else None)
+                      args.seeds, args.adapt_steps, Path(args.standalone_from) if args.standalone_from else None,
+                      args.standalone)
     except NasError as error:
         raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()
@@ -138,7 +143,8 @@ def main() -> None:
 
     rows = result["subnets"]
     print(f"\nsupernet ranking on {Path(args.space).name}: {len(rows)} sub-networks stratified over MACs and "
-          f"families, standalone the mean of {args.seeds} seed(s) of {args.rank_epochs} epoch(s)")
+          f"families, standalone the mean of {args.seeds} seed(s) of {result['settings']['epochs']} epoch(s), "
+          f"{args.standalone} recipe")
     print(f"  Kendall tau-b     : {describe_statistic(result['kendall_tau'])}")
     print(f"  Spearman rho      : {describe_statistic(result['spearman_rho'])}")
     if "seed_to_seed_tau" in result:

@@ -76,7 +76,7 @@ def cmd_supernet_rank(args: argparse.Namespace) -> int:
     result = rank_supernet_file(args.space, Path(args.supernet), args.subnets, args.epochs, _device_and_threads(args),
                                 args.data, args.seed, args.limit_train, Path(args.run_dir) if args.run_dir else None,
                                 log, args.data_workers, args.seeds, args.adapt_steps,
-                                Path(args.standalone_from) if args.standalone_from else None)
+                                Path(args.standalone_from) if args.standalone_from else None, args.standalone)
     _emit(result, args.json, rank_lines(result))
     return 0
 
@@ -320,7 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--space", required=True, help="search-space YAML the supernet was trained for")
     rank.add_argument("--supernet", required=True, help="supernet checkpoint from `nas supernet train`")
     rank.add_argument("--subnets", type=integer(3, 10_000), default=10, help="sub-networks, by MACs (default: 10)")
-    rank.add_argument("--epochs", type=EPOCHS, default=3, help="standalone epochs per sub-network (default: 3)")
+    rank.add_argument("--standalone", choices=("plain", "retrain"), default="plain",
+                      help="how each sub-network is trained standalone: plain (shifts, flips, label smoothing) or "
+                      "retrain (what `nas retrain` gives a winner on this data: its epochs and regularisers) "
+                      "(default: plain)")
+    rank.add_argument("--epochs", type=EPOCHS, help="standalone epochs per sub-network (default: 3 with --standalone "
+                      "plain, the retrain recipe's with retrain)")
     rank.add_argument("--seeds", type=integer(1, 5), default=2, help="standalone trainings per sub-network, averaged; "
                       "the first two's agreement is the noise floor (default: 2)")
     rank.add_argument("--adapt-steps", type=ADAPT_STEPS, default=0, help=ADAPT_HELP)

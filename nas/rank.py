@@ -31,7 +31,7 @@ from nas.errors import NasError
 from nas.evaluate import adapt, inherited_accuracy, split_accuracy
 from nas.memory import check_training
 from nas.report import plt
-from nas.retrain import Recipe, train_standalone
+from nas.retrain import Recipe, default_recipe, train_standalone
 from nas.runs import atomic_write, check_run_dir, differing_settings, file_hash, write_json
 from nas.supernet_training import load_supernet
 from supernet.network import build
@@ -44,7 +44,9 @@ POOL_FACTOR = 10  # candidates sampled per requested sub-network before stratify
 HELD_OUT = ("val", "test")  # the splits both accuracies are measured on
 BOOTSTRAP_RESAMPLES = 1000
 # what decides a sub-network's standalone accuracy, and so whether another ranking's can be reused
-STANDALONE_SETTINGS = ("space_hash", "data", "train_images", "subnets", "epochs", "seed", "seeds", "evaluated_on")
+STANDALONE_SETTINGS = ("space_hash", "data", "train_images", "subnets", "epochs", "seed", "seeds", "evaluated_on",
+                       "recipe")
+STANDALONE_RECIPES = ("plain", "retrain")
 T = TypeVar("T")
 
 
@@ -170,7 +172,7 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
     path = run_dir / "rank_plan.json"
     if path.is_file():
         plan = json.loads(path.read_text())
-        differs = sorted(differing_settings(plan["settings"], settings))
+        differs = sorted(differing_settings(_with_recipe(plan["settings"]), settings))
         if differs:
             raise NasError(f"{run_dir} holds a ranking with other settings ({', '.join(differs)} differ); pass a "
                            "new --run-dir, or the original options to resume it")
@@ -184,18 +186,21 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
 
 
 def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
-                  run_dir: Path, count: int, epochs: int, seed: int, device: torch.device,
+                  run_dir: Path, count: int, recipe: Recipe, device: torch.device,
                   log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0,
                   standalone_from: Path | None = None) -> dict[str, Any]:
     """Rank `count` stratified sub-networks by supernet-inherited accuracy (after `adapt_steps` of their own
-    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings, or the
+    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings with
+    `recipe`, its seed the first and the sampling seed, or the
     accuracies an earlier ranking `standalone_from` measured) in `run_dir` (resuming it); writes rank.json and
     rank.png and returns rank.json's content."""
     from tqdm import tqdm
 
+    seed = recipe.seed
     settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
-                "train_images": data.size("train"), "subnets": count, "epochs": epochs, "seed": seed,
-                "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps}
+                "train_images": data.size("train"), "subnets": count, "epochs": recipe.epochs, "seed": seed,
+                "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps,
+                "recipe": asdict(recipe)}
     reused = earlier_standalone(standalone_from, settings) if standalone_from else {}  # checked before writing
     subnets = _plan(run_dir, settings, space, count, seed)
     if reused:
@@ -206,7 +211,6 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
     if results.is_file():
         done = {row["arch_id"]: row for row in map(json.loads, results.read_text().splitlines())}
         log(f"resuming {run_dir}: {len(done)}/{count} sub-networks already ranked")
-    recipe = Recipe(epochs=epochs, seed=seed)
     with tqdm(total=count, initial=len(done), desc="ranking sub-networks", unit="subnet", disable=None) as bar:
         for subnet in subnets:
             arch = subnet.arch
@@ -240,7 +244,7 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
     result = {"subnets": rows, **statistics, "median_ratio": float(np.median(ratios)) if ratios else None,
               "families": family_table(rows), "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
               "settings": {**settings, "space": space.name, "supernet": str(supernet_path), "device": str(device),
-                           "pool": POOL_FACTOR * count, "recipe": asdict(recipe),
+                           "pool": POOL_FACTOR * count,
                            "standalone_from": str(standalone_from) if reused else None}}
     write_json(run_dir / "rank.json", result)
     plot_rank(rows, statistics, run_dir / "rank.png", f"{space.name}: supernet ranking of {len(rows)} sub-networks")
@@ -265,11 +269,28 @@ def earlier_standalone(run: Path, settings: dict[str, Any]) -> dict[str, list[fl
         reused = {row["arch_id"]: row["standalone_seeds"] for row in rows}
     except (ValueError, KeyError, TypeError) as error:
         raise NasError(f"--standalone-from {run}: not a readable ranking ({error})") from None
-    differs = differing_settings(saved, {name: settings[name] for name in STANDALONE_SETTINGS})
+    differs = differing_settings(_with_recipe(saved), {name: settings[name] for name in STANDALONE_SETTINGS})
     if differs:
         raise NasError(f"--standalone-from {run}: ranked with other settings ({', '.join(differs)} differ), so its "
                        "standalone accuracies do not apply")
     return reused
+
+
+def _with_recipe(saved: dict[str, Any]) -> dict[str, Any]:
+    """A ranking's saved settings, with the standalone recipe that rankings written before it was recorded used:
+    the plain one for their epochs and seed."""
+    if "recipe" in saved or not {"epochs", "seed"} <= saved.keys():
+        return saved
+    return {**saved, "recipe": asdict(Recipe(epochs=saved["epochs"], seed=saved["seed"]))}
+
+
+def standalone_recipe(kind: str, train_images: int, epochs: int | None, seed: int) -> Recipe:
+    """How each ranked sub-network is trained standalone: `plain` (shifts, flips and label smoothing; 3 epochs
+    unless `epochs` says) or `retrain` (what `nas retrain` gives a winner on `train_images` images: its epochs and
+    regularisers, `epochs` overriding the length)."""
+    if kind == "plain":
+        return Recipe(epochs=epochs or 3, seed=seed)
+    return default_recipe(train_images, seed=seed, **({"epochs": epochs} if epochs else {}))
 
 
 def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -286,18 +307,21 @@ def family_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int, device: torch.device,
-                       data: str | None = None, seed: int = 0, limit_train: int | None = None,
+def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, epochs: int | None,
+                       device: torch.device, data: str | None = None, seed: int = 0, limit_train: int | None = None,
                        run_dir: Path | None = None, log: Callable[[str], None] = print,
                        workers: int | None = None, seeds: int = 2, adapt_steps: int = 0,
-                       standalone_from: Path | None = None) -> dict[str, Any]:
+                       standalone_from: Path | None = None, standalone: str = "plain") -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
     at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes, `seeds`
-    standalone trainings a sub-network, `adapt_steps` as the search's, standalone accuracies reused from the
-    ranking folder `standalone_from`. The result carries its `run_dir`."""
-    if count < 3 or epochs < 1 or not 1 <= seeds <= 5 or not 0 <= adapt_steps <= 10_000:
+    standalone trainings a sub-network with the `standalone` recipe (`standalone_recipe`; `epochs` None: its own
+    length), `adapt_steps` as the search's, standalone accuracies reused from the ranking folder `standalone_from`.
+    The result carries its `run_dir`."""
+    if count < 3 or (epochs is not None and epochs < 1) or not 1 <= seeds <= 5 or not 0 <= adapt_steps <= 10_000:
         raise NasError("--subnets must be at least 3, --epochs at least 1, --seeds 1 to 5 and --adapt-steps 0 to "
                        "10,000")
+    if standalone not in STANDALONE_RECIPES:
+        raise NasError(f"--standalone {standalone!r}: expected one of {', '.join(STANDALONE_RECIPES)}")
     if not supernet_file.is_file():
         raise NasError(f"--supernet {supernet_file}: no such checkpoint file; pass one from `nas supernet train`")
     given, run_dir = run_dir is not None, run_dir or supernet_file.parent / "rank"
@@ -307,7 +331,8 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
     check_training(space.largest(), Recipe.batch_size, device, f"{space_file}'s largest member", False,
                    count_params(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
-    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, epochs, seed, device, log, seeds,
+    recipe = standalone_recipe(standalone, splits.size("train"), epochs, seed)
+    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, recipe, device, log, seeds,
                            adapt_steps, standalone_from)
     return {**result, "run_dir": str(run_dir)}
 
@@ -330,10 +355,16 @@ def rank_lines(result: dict[str, Any]) -> list[str]:
     adapted = result["settings"].get("adapt_steps", 0)
     reused = result["settings"].get("standalone_from")
     return lines + [f"(inherited: {f'after {adapted} steps of its own training' if adapted else 'as extracted'}; "
-                    f"standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each"
+                    f"standalone: the mean of {seeds} training(s) of {result['settings']['epochs']} epoch(s) each "
+                    f"with {_recipe_name(result['settings'])}"
                     f"{f', measured in {reused}' if reused else ''}; "
                     f"{result['bootstrap_resamples']} bootstrap resamples)",
                     f"results: {run_dir / 'rank.json'}   plot: {run_dir / 'rank.png'}"]
+
+
+def _recipe_name(settings: dict[str, Any]) -> str:
+    plain = _with_recipe(settings)["recipe"] == asdict(Recipe(epochs=settings["epochs"], seed=settings["seed"]))
+    return "the plain recipe" if plain else "nas retrain's recipe"
 
 
 def describe_statistic(entry: dict[str, Any]) -> str:

@@ -154,12 +154,31 @@ def test_rank_end_to_end_then_resume(tmp_path, tiny_supernet):
     assert [r["standalone_seeds"] for r in again_rows] == [r["standalone_seeds"] for r in rows]
     assert not (tmp_path / "reused" / "standalone").exists()
     # trained for another number of epochs, or no ranking at all: nothing applies
-    assert_cli_error(run_in_process(*reusing(run_dir, 2, tmp_path / "refused")), "--standalone-from", "epochs differ")
+    assert_cli_error(run_in_process(*reusing(run_dir, 2, tmp_path / "refused")), "--standalone-from",
+                     "epochs, recipe differ")
+    assert_cli_error(run_in_process(*reusing(run_dir, 1, tmp_path / "refused"), "--standalone", "retrain"),
+                     "--standalone-from", "recipe differ")
     assert_cli_error(run_in_process(*reusing(tmp_path, 1, tmp_path / "refused")), "no rank_plan.json")
     (tmp_path / "torn").mkdir()
     (tmp_path / "torn" / "rank_plan.json").write_text('{"settings": ')
     assert_cli_error(run_in_process(*reusing(tmp_path / "torn", 1, tmp_path / "refused")), "not a readable ranking")
     assert not (tmp_path / "refused").exists()
+
+
+def test_standalone_recipes_and_the_recipe_of_rankings_that_did_not_record_it():
+    from dataclasses import asdict
+
+    from nas.rank import _with_recipe, standalone_recipe
+    from nas.retrain import Recipe, default_recipe
+
+    assert standalone_recipe("plain", 4500, None, 7) == Recipe(epochs=3, seed=7)
+    assert standalone_recipe("plain", 4500, 8, 7) == Recipe(epochs=8, seed=7)
+    retrain = standalone_recipe("retrain", 4500, None, 7)
+    assert retrain == default_recipe(4500, seed=7) and retrain.epochs == 15 and retrain.mixup > 0
+    assert standalone_recipe("retrain", 4500, 4, 7).epochs == 4
+    old = {"epochs": 8, "seed": 0, "seeds": 2}  # rank_plan.json before the recipe was recorded: the plain one
+    assert _with_recipe(old)["recipe"] == asdict(Recipe(epochs=8, seed=0))
+    assert _with_recipe({**old, "recipe": {"epochs": 15}})["recipe"] == {"epochs": 15}
 
 
 def run_in_process(*args):
