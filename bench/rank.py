@@ -7,16 +7,18 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R --adapt-steps 30       # scored after 30 own steps
     .venv/bin/python bench/rank.py --supernet T.pt --run-dir R2 --standalone-from R   # another supernet, minutes
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R3 --standalone-from R --control-steps 30
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R4 --standalone retrain   # nas retrain's recipe, 75 min
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
-over MACs and block families, each evaluated with the supernet's weights and trained standalone for --rank-epochs
-epochs with --seeds seeds (their mean is the standalone accuracy). Prints the rank correlations with their bootstrap
-95 % intervals, the noise floor (Kendall tau between the first two seeds' standalone accuracies: how far standalone
-training on this data agrees with itself, which bounds the tau any supernet can reach against it), each family's
-median inherited / standalone ratio and the wall time of each stage. --run-dir resumes (or reuses) a ranking
-folder. --control-steps N adds the baseline a supernet must beat: the same sub-networks trained from scratch for
-N batches each and scored the same way, their Kendall tau against the same standalone accuracies.
+over MACs and block families, each evaluated with the supernet's weights and trained standalone (--standalone
+plain for --rank-epochs epochs, or as `nas retrain` trains a winner) with --seeds seeds (their mean is the
+standalone accuracy). Prints the rank correlations with their bootstrap 95 % intervals, the noise floor (Kendall
+tau between the first two seeds' standalone accuracies: how far standalone training on this data agrees with
+itself, which bounds the tau any supernet can reach against it), each family's median inherited / standalone
+ratio and the wall time of each stage. --run-dir resumes (or reuses) a ranking folder. --control-steps N adds the
+baseline a supernet must beat: the same sub-networks trained from scratch for N batches each and scored the same
+way, their Kendall tau against the same standalone accuracies.
 """
 
 from __future__ import annotations
