@@ -190,10 +190,10 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
                   log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0,
                   standalone_from: Path | None = None) -> dict[str, Any]:
     """Rank `count` stratified sub-networks by supernet-inherited accuracy (after `adapt_steps` of their own
-    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings with
-    `recipe`, its seed the first and the sampling seed, or the
-    accuracies an earlier ranking `standalone_from` measured) in `run_dir` (resuming it); writes rank.json and
-    rank.png and returns rank.json's content."""
+    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings with `recipe`,
+    seeded from its seed on, or the accuracies an earlier ranking `standalone_from` measured) in `run_dir`
+    (resuming it); `recipe.seed` also draws the sub-networks. Writes rank.json and rank.png and returns rank.json's
+    content."""
     from tqdm import tqdm
 
     seed = recipe.seed
