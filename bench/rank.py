@@ -56,8 +56,7 @@ def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epo
          limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None, standalone: str) -> dict:
     """What `nas supernet rank --space SPACE --supernet S --subnets N --standalone KIND [--epochs E] --seeds K
     --adapt-steps A --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu, its table
-    printed; returns
-    rank.json's content (with run_dir)."""
+    printed; returns rank.json's content (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 

@@ -120,9 +120,9 @@ def at_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
 def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) -> list[Arch]:
     """The members one step trains, the teacher first: the largest and the smallest (`no-smallest`: the largest
     only, so that no member the search scores but the teacher is trained on every step, and none is scored higher
-    for it); with the `families` sandwich, the largest member of one family in turn (each family's weights at their
-    full size every few steps, not only when random draws reach them); then `random_subnets` random members. From
-    (seed, step) alone."""
+    for it; `ends`: the same, the largest taking each stem x head pair of the space in turn); with the `families`
+    sandwich, the largest member of one family in turn (each family's weights at their full size every few steps,
+    not only when random draws reach them); then `random_subnets` random members. From (seed, step) alone."""
     rng = random.Random(config.seed * 1_000_003 + global_step)
     if config.sandwich == "ends":
         archs = [space.largest_with_ends(global_step)]

@@ -264,10 +264,8 @@ class SearchSpace:
                                          tuple(sorted(values.items()))))
             return pick(options, key=_stage_params)
 
-        stem = (min if largest else max)(self.stems, key=lambda s: s.stride)
-        head = pick(self.heads, key=lambda h: _head_params(h.type, h.knob_items, pick(h.width)))
-        if ends:
-            stem, head = ends
+        stem, head = ends or ((min if largest else max)(self.stems, key=lambda s: s.stride),
+                              pick(self.heads, key=lambda h: _head_params(h.type, h.knob_items, pick(h.width))))
         return self.member(pick(self.resolution), stem, pick(stem.width), self.walk(stem, choose), head,
                           pick(head.width), pick(self.global_tokens), name)
 
