@@ -304,9 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=EPOCHS, help="training epochs (default: 6)")
     train.add_argument("--batch-size", type=BATCH,
                        help="images per step, split across the processes under torchrun (default: 128)")
-    train.add_argument("--distill", choices=("kl", "alpha"),
-                       help="distillation loss of the smaller members: kl, or alpha for AlphaNet's adaptive "
-                            "alpha-divergence (default: kl)")
+    train.add_argument("--distill", choices=("kl", "alpha", "none"),
+                       help="distillation loss of the smaller members: kl, alpha for AlphaNet's adaptive "
+                            "alpha-divergence, or none (they learn from the labels too) (default: kl)")
     train.add_argument("--checkpoint-every", type=integer(1, 10**9),
                        help="optimiser steps between checkpoints, besides one each epoch (default: 20)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

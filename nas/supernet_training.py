@@ -4,7 +4,8 @@ Each step trains the largest member on the labels, then (with the `random` or `f
 (with `families`) the largest member of one family in turn, and `random_subnets` random members on the largest
 member's soft predictions, and takes one optimiser step on the summed gradients. The default, `no-smallest`, leaves
 the smallest out: trained on every step, it outscored every member a search drew (bench/search.py). The
-distillation loss is KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`).
+distillation loss is KL(teacher || student) (`distill: kl`) or AlphaNet's adaptive alpha-divergence (`distill: alpha`);
+with `distill: none` every member learns from the labels.
 
 Resuming: a checkpoint (written atomically) records (epoch, step) every `checkpoint_every` optimiser steps and at
 the end of each epoch. Data order and the sampled members are derived from (seed, epoch, step), so a run killed
@@ -50,7 +51,7 @@ from nas.weight_sharing import SpaceSupernet
 
 
 CHECKPOINT_KIND = "nas-supernet"
-DISTILL_LOSSES = ("kl", "alpha")
+DISTILL_LOSSES = ("kl", "alpha", "none")
 SANDWICHES = ("random", "families", "no-smallest", "ends")
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
 
@@ -65,7 +66,7 @@ class TrainConfig:
     random_subnets: int = 4  # bench/supernet_recipe.py: random members gain most from more draws
     label_smoothing: float = 0.1
     seed: int = 0
-    distill: str = "kl"  # one of DISTILL_LOSSES
+    distill: str = "kl"  # one of DISTILL_LOSSES; none ranked no better (README, "Training the supernet")
     sandwich: str = "no-smallest"  # one of SANDWICHES (see sandwich_members); bench/search.py: the smallest, trained
     # on every step, outscored every drawn member and won every search
     checkpoint_every: int = 20  # optimiser steps between checkpoints (and one at the end of each epoch)
@@ -155,7 +156,7 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
             model.set_active(arch)
             with precision.autocast():
                 logits = net(x).float()
-            if teacher is None:
+            if teacher is None or config.distill == "none":
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 teacher = logits.detach().log_softmax(dim=-1)
             else:

@@ -110,6 +110,25 @@ def test_the_ends_sandwich_gives_the_teacher_every_stem_and_head_in_turn(hybrid_
     assert all(len(sandwich_members(space, config, step)) == 3 for step in range(pairs))
 
 
+def test_without_distillation_every_member_learns_from_the_labels(tiny_space, small_data):
+    import torch.nn.functional as F
+
+    from nas.supernet_training import train_step
+    from nas.training import Precision
+    from nas.weight_sharing import SpaceSupernet
+
+    torch.manual_seed(0)
+    model, config = SpaceSupernet(tiny_space), TrainConfig(distill="none", random_subnets=2)
+    x, y = next(iter(small_data.loader("train", 32, 1, 16)))
+    expected = 0.0
+    for arch in sandwich_members(tiny_space, config, 0):  # the losses before the step, on the step's weights
+        model.set_active(arch)
+        expected += F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing).item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = train_step(model, tiny_space, x, y, 1.0, 0, config, optimizer, Precision(torch.device("cpu")))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
 def test_supernet_train_reads_its_recipe(tmp_path, capsys):
     from nas.cli import main
 
