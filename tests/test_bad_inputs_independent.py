@@ -409,7 +409,7 @@ add("option", "latency-fit--holdout-one", lambda w: fit(w, "--holdout=1"))
 
 for value in ("pretrained", "random", "", "supernet,scratch"):
     add("option", f"retrain--init-{value or 'empty'}", lambda w, v=value: retrain(w, f"--init={v}"))
-for value in ("mse", "none", "", "kl,alpha"):
+for value in ("mse", "labels", "", "kl,alpha"):
     add("option", f"supernet-train--distill-{value or 'empty'}", lambda w, v=value: train_options(w, f"--distill={v}"))
 
 # devices: checked against this machine (no such accelerator, malformed names)
