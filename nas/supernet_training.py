@@ -158,7 +158,8 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
                 logits = net(x).float()
             if teacher is None or config.distill == "none":
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                teacher = logits.detach().log_softmax(dim=-1)
+                if teacher is None:  # the first member's predictions, once a step
+                    teacher = logits.detach().log_softmax(dim=-1)
             else:
                 loss = distillation_loss(config.distill, logits, teacher)
             precision.scaler.scale(loss * share).backward()
