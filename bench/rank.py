@@ -9,6 +9,7 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R3 --standalone-from R --control-steps 30
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R4 --standalone retrain   # nas retrain's recipe, 75 min
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
+    .venv/bin/python bench/rank.py --pool R4 R5    # R4, R5: one supernet ranked on --seed 0 and --seed 1 samples
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
 over MACs and block families, each evaluated with the supernet's weights and trained standalone (--standalone
@@ -18,7 +19,10 @@ tau between the first two seeds' standalone accuracies: how far standalone train
 itself, which bounds the tau any supernet can reach against it), each family's median inherited / standalone
 ratio and the wall time of each stage. --run-dir resumes (or reuses) a ranking folder. --control-steps N adds the
 baseline a supernet must beat: the same sub-networks trained from scratch for N batches each and scored the same
-way, their Kendall tau against the same standalone accuracies.
+way, their Kendall tau against the same standalone accuracies (saved as control-N.json in the ranking folder).
+--pool reads ranking folders of one supernet on different samples (--seed) and prints the same statistics over
+all their members, the control's too where every folder has it: 20 members leave an interval about 0.3 wide
+either side, and a setting can pass on one sample of 20 and fail on the next.
 """
 
 from __future__ import annotations
@@ -78,22 +82,69 @@ def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, s
     from nas.data import load_space_and_data
     from nas.evaluate import adapt, inherited_accuracy
     from nas.rank import HELD_OUT, bootstrap_ci, kendall_tau_b
+    from nas.runs import atomic_write
     from supernet.network import build
 
     began = time.perf_counter()
     _, data = load_space_and_data(space_path, None, seed, limit_train, run_dir=rank_dir)
     plan = {s["arch_id"]: Arch.from_dict(s["arch"]) for s in json.loads((rank_dir / "rank_plan.json").read_text())[
         "subnets"]}
+    saved_file = rank_dir / f"control-{steps}.json"
+    saved = json.loads(saved_file.read_text()) if saved_file.is_file() else {}
+    by_member = saved.get("scores", {}) if saved.get("seed") == seed else {}
     scores, standalone = [], []
     for row in result["subnets"]:
         arch = plan[row["arch_id"]]
-        torch.manual_seed(seed)
-        net = build(arch)
-        adapt(net, arch, data, steps, seed)
-        scores.append(inherited_accuracy(net, arch, data, HELD_OUT))
+        if arch.arch_id not in by_member:
+            torch.manual_seed(seed)
+            net = build(arch)
+            adapt(net, arch, data, steps, seed)
+            by_member[arch.arch_id] = inherited_accuracy(net, arch, data, HELD_OUT)
+        scores.append(by_member[arch.arch_id])
         standalone.append(row["standalone"])
+    atomic_write(saved_file, json.dumps({"steps": steps, "seed": seed, "scores": by_member}, indent=1).encode())
     return {"value": kendall_tau_b(scores, standalone), "ci95": bootstrap_ci(kendall_tau_b, scores, standalone),
             "seconds": time.perf_counter() - began}
+
+
+def pooled(folders: list[Path]) -> None:
+    """Print the ranking statistics over the members of several ranking folders (`nas.rank.pool_rankings`), and
+    the scratch control's wherever every folder holds one with the same steps."""
+    from nas.errors import NasError
+    from nas.rank import bootstrap_ci, describe_statistic, kendall_tau_b, pool_rankings
+
+    results = []
+    for folder in folders:
+        if not (folder / "rank.json").is_file():
+            raise SystemExit(f"--pool {folder}: no rank.json there; pass finished ranking folders")
+        results.append(json.loads((folder / "rank.json").read_text()))
+    try:
+        result = pool_rankings(results)
+    except NasError as error:
+        raise SystemExit(f"--pool: {error}")
+    settings = results[0]["settings"]
+    adapted = settings.get("adapt_steps", 0)
+    print(f"pooled ranking: {len(result['subnets'])} sub-networks from {len(folders)} samples (seeds "
+          f"{', '.join(map(str, result['sample_seeds']))}; {result['drawn_twice']} drawn twice, counted once), "
+          f"supernet {settings['supernet']}, scored {f'after {adapted} steps' if adapted else 'as extracted'}")
+    print(f"  Kendall tau-b     : {describe_statistic(result['kendall_tau'])}")
+    print(f"  Spearman rho      : {describe_statistic(result['spearman_rho'])}")
+    if result["noise_floors"]:
+        print("  noise floor       : standalone seed vs seed, Kendall tau-b, each sample's own: " +
+              "; ".join(describe_statistic(floor) for floor in result["noise_floors"]))
+    steps_everywhere = set.intersection(*({int(f.stem.split("-")[1]) for f in folder.glob("control-*.json")}
+                                          for folder in folders))
+    for steps in sorted(steps_everywhere):
+        scores = {}
+        for folder in folders:
+            scores = {**json.loads((folder / f"control-{steps}.json").read_text())["scores"], **scores}
+        if all(row["arch_id"] in scores for row in result["subnets"]):
+            control = [scores[row["arch_id"]] for row in result["subnets"]]
+            standalone = [row["standalone"] for row in result["subnets"]]
+            tau = {"value": kendall_tau_b(control, standalone),
+                   "ci95": bootstrap_ci(kendall_tau_b, control, standalone)}
+            print(f"  control           : from scratch, {steps} steps each, Kendall tau-b {describe_statistic(tau)}")
+    print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}")
 
 
 def main() -> None:
@@ -117,7 +168,12 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
+    parser.add_argument("--pool", nargs="+", metavar="RUN",
+                        help="only print the statistics over the members of these finished ranking folders (one "
+                             "supernet, different --seed samples)")
     args = parser.parse_args()
+    if args.pool:
+        return pooled([Path(folder) for folder in args.pool])
 
     from nas.errors import NasError
 

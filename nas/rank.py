@@ -337,6 +337,48 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
     return {**result, "run_dir": str(run_dir)}
 
 
+# what two rankings must share for their members to be pooled: the supernet, how it scores and how standalone trains
+POOLED_SETTINGS = ("space_hash", "supernet_hash", "data", "train_images", "epochs", "seeds", "evaluated_on",
+                   "adapt_steps", "recipe")
+
+
+def pool_rankings(results: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Several rankings of one supernet (rank.json contents), each on its own sample of members (its own `--seed`),
+    as one ranking of all their members: rank statistics, noise floor and median inherited / standalone ratio.
+    Twenty members give an interval about 0.3 wide either side; pooled samples narrow it. A member drawn twice
+    counts once (its first ranking's row). NasError if they differ in a setting of POOLED_SETTINGS (the recipe's
+    seed aside, since it is the sample's) or share a sample seed."""
+    if len(results) < 2:
+        raise NasError("pooling needs at least two rankings")
+
+    def shared(result: dict[str, Any]) -> dict[str, Any]:
+        settings = _with_recipe(result["settings"])
+        return {name: ({**settings[name], "seed": None} if name == "recipe" else settings.get(name))
+                for name in POOLED_SETTINGS}
+
+    first = shared(results[0])
+    for result in results[1:]:
+        differs = differing_settings(first, shared(result))
+        if differs:
+            raise NasError(f"rankings made with other settings cannot be pooled ({', '.join(differs)} differ)")
+    sample_seeds = [result["settings"]["seed"] for result in results]
+    if len(set(sample_seeds)) < len(sample_seeds):
+        raise NasError(f"rankings with the same sample seed cannot be pooled (seeds {sample_seeds})")
+    rows: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for row in result["subnets"]:
+            rows.setdefault(row["arch_id"], row)
+    members = list(rows.values())
+    pooled = rank_statistics([r["inherited"] for r in members], [r["standalone"] for r in members], seed)
+    ratios = [r["ratio"] for r in members if r["ratio"] is not None]
+    # each sample's own: its trainings use seeds (sample seed, + 1, ...), so pooled first and second seeds would mix
+    # one seed's runs with another's, and a seed lifts every member it trains a little
+    noise_floors = [result.get("seed_to_seed_tau") for result in results]
+    return {"subnets": members, **pooled, "median_ratio": float(np.median(ratios)) if ratios else None,
+            "sample_seeds": sample_seeds, "drawn_twice": sum(len(r["subnets"]) for r in results) - len(members),
+            "noise_floors": noise_floors if all(noise_floors) else None}
+
+
 def rank_lines(result: dict[str, Any]) -> list[str]:
     """`rank_supernet_file`'s result as a table of the sub-networks and the rank statistics, for a person."""
     run_dir = Path(result["run_dir"])

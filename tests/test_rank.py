@@ -6,8 +6,9 @@ import random
 import pytest
 
 from nas.cli import main
-from nas.rank import average_ranks, bootstrap_ci, kendall_tau_b, measure_subnet, spearman_rho, stratified_sample, \
-    stratify
+from nas.errors import NasError
+from nas.rank import average_ranks, bootstrap_ci, kendall_tau_b, measure_subnet, pool_rankings, spearman_rho, \
+    stratified_sample, stratify
 from tests.conftest import ROOT, TINY_SPACE, run_nas
 
 
@@ -64,6 +65,40 @@ def test_constant_accuracies_leave_the_statistics_undefined():
     assert kendall_tau_b([1, 2, 3], [0.5, 0.5, 0.5]) is None
     assert spearman_rho([0.5, 0.5, 0.5], [1, 2, 3]) is None
     assert bootstrap_ci(spearman_rho, [1, 1, 1], [1, 2, 3]) is None
+
+
+def ranking(seed, members, supernet_hash="abc"):
+    """rank.json's content for `members` [(arch id, inherited, standalone seeds)], ranked on sample `seed`."""
+    rows = [{"arch_id": arch_id, "inherited": inherited, "standalone": sum(seeds) / len(seeds),
+             "standalone_seeds": seeds, "ratio": inherited / (sum(seeds) / len(seeds))}
+            for arch_id, inherited, seeds in members]
+    settings = {"space_hash": "s", "supernet_hash": supernet_hash, "data": "d", "train_images": 100, "epochs": 15,
+                "seeds": 2, "evaluated_on": "val+test", "adapt_steps": 0, "seed": seed,
+                "recipe": {"epochs": 15, "lr": 0.003, "seed": seed}}
+    floor = {"value": kendall_tau_b(*zip(*(seeds for _, _, seeds in members))), "ci95": [0, 1]}
+    return {"subnets": rows, "settings": settings, "seed_to_seed_tau": floor}
+
+
+def test_pooled_rankings_judge_every_member_of_every_sample_once():
+    first = ranking(0, [("a", 0.70, [0.80, 0.81]), ("b", 0.60, [0.78, 0.77]), ("c", 0.65, [0.70, 0.72])])
+    second = ranking(1, [("d", 0.50, [0.60, 0.62]), ("a", 0.99, [0.10, 0.10]), ("e", 0.72, [0.85, 0.86])])
+    pooled = pool_rankings([first, second])
+    members = first["subnets"] + second["subnets"][:1] + second["subnets"][2:]  # a: its first ranking's row
+    assert [r["arch_id"] for r in pooled["subnets"]] == ["a", "b", "c", "d", "e"] and pooled["drawn_twice"] == 1
+    assert pooled["kendall_tau"]["value"] == pytest.approx(
+        brute_force_tau_b([r["inherited"] for r in members], [r["standalone"] for r in members]))
+    assert pooled["spearman_rho"]["value"] == pytest.approx(
+        brute_force_rho([r["inherited"] for r in members], [r["standalone"] for r in members]))
+    assert pooled["sample_seeds"] == [0, 1] and pooled["median_ratio"] == pytest.approx(0.72 / 0.855)
+    # each sample trains with its own seeds, so the noise floor stays each sample's own
+    assert pooled["noise_floors"] == [first["seed_to_seed_tau"], second["seed_to_seed_tau"]]
+
+    with pytest.raises(NasError, match="supernet_hash differ"):
+        pool_rankings([first, ranking(1, [("d", 0.5, [0.6, 0.6])], supernet_hash="other")])
+    with pytest.raises(NasError, match="same sample seed"):
+        pool_rankings([first, ranking(0, [("d", 0.5, [0.6, 0.6])])])
+    with pytest.raises(NasError, match="at least two"):
+        pool_rankings([first])
 
 
 def test_stratify_draws_one_from_each_equal_count_stratum():
