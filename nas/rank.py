@@ -344,7 +344,8 @@ POOLED_SETTINGS = ("space_hash", "supernet_hash", "data", "train_images", "epoch
 
 def pool_rankings(results: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """Several rankings of one supernet (rank.json contents), each on its own sample of members (its own `--seed`),
-    as one ranking of all their members: rank statistics, noise floor and median inherited / standalone ratio.
+    as one ranking of all their members: rank statistics and median inherited / standalone ratio, beside each
+    sample's own noise floor.
     Twenty members give an interval about 0.3 wide either side; pooled samples narrow it. A member drawn twice
     counts once (its first ranking's row). NasError if they differ in a setting of POOLED_SETTINGS (the recipe's
     seed aside, since it is the sample's) or share a sample seed."""
