@@ -111,7 +111,7 @@ def pooled(folders: list[Path]) -> None:
     """Print the ranking statistics over the members of several ranking folders (`nas.rank.pool_rankings`), and
     the scratch control's wherever every folder holds one with the same steps."""
     from nas.errors import NasError
-    from nas.rank import bootstrap_ci, describe_statistic, kendall_tau_b, pool_rankings
+    from nas.rank import describe_statistic, pool_rankings, rank_statistics
 
     results = []
     for folder in folders:
@@ -132,17 +132,15 @@ def pooled(folders: list[Path]) -> None:
     if result["noise_floors"]:
         print("  noise floor       : standalone seed vs seed, Kendall tau-b, each sample's own: " +
               "; ".join(describe_statistic(floor) for floor in result["noise_floors"]))
-    steps_everywhere = set.intersection(*({int(f.stem.split("-")[1]) for f in folder.glob("control-*.json")}
+    steps_everywhere = set.intersection(*({f.stem.removeprefix("control-") for f in folder.glob("control-*.json")}
                                           for folder in folders))
-    for steps in sorted(steps_everywhere):
+    for steps in sorted(steps_everywhere, key=lambda text: (len(text), text)):
         scores = {}
         for folder in folders:
             scores = {**json.loads((folder / f"control-{steps}.json").read_text())["scores"], **scores}
         if all(row["arch_id"] in scores for row in result["subnets"]):
-            control = [scores[row["arch_id"]] for row in result["subnets"]]
-            standalone = [row["standalone"] for row in result["subnets"]]
-            tau = {"value": kendall_tau_b(control, standalone),
-                   "ci95": bootstrap_ci(kendall_tau_b, control, standalone)}
+            tau = rank_statistics([scores[row["arch_id"]] for row in result["subnets"]],
+                                  [row["standalone"] for row in result["subnets"]])["kendall_tau"]
             print(f"  control           : from scratch, {steps} steps each, Kendall tau-b {describe_statistic(tau)}")
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}")
 

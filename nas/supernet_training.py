@@ -156,9 +156,9 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
             model.set_active(arch)
             with precision.autocast():
                 logits = net(x).float()
-            if teacher is None or config.distill == "none":
+            if teacher is None:  # the first member, and every member under distill: none
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                if teacher is None:  # the first member's predictions, once a step
+                if config.distill != "none":
                     teacher = logits.detach().log_softmax(dim=-1)
             else:
                 loss = distillation_loss(config.distill, logits, teacher)
