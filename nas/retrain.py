@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import Arch
@@ -38,8 +37,9 @@ from nas.models import CHECKPOINT_KIND, CHECKPOINT_VERSION, read_checkpoint
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from nas.supernet_training import load_supernet
-from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, read_settings, run_epoch, wrap_for_ranks)
+from nas.training import (Precision, batch_loss, check_resumable, classification_loss, distillation_loss, mixed,
+                          optimizer_and_schedule, process_group, rank_and_world, read_settings, run_epoch,
+                          wrap_for_ranks)
 from supernet.network import build
 
 if TYPE_CHECKING:
@@ -269,16 +269,10 @@ def _train_step(net: nn.Module, model: nn.Module, teacher: nn.Module | None, x: 
     x, target = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    if mixer is not None:
-        if len(x) % 2:  # pairs are mixed: an odd last part loses one image
-            x, target, share = x[:-1], target[:-1], share * (len(x) - 1) / len(x)
-        x, target = mixer(x, target)
+    x, target, share = mixed(mixer, x, target, share)
     with precision.autocast():
         logits = net(x).float()
-    if target.dim() == 2:  # mixed soft targets (label smoothing included)
-        loss = torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
-    else:
-        loss = F.cross_entropy(logits, target, label_smoothing=recipe.label_smoothing)
+    loss = classification_loss(logits, target, recipe.label_smoothing)
     if teacher is not None:
         with torch.no_grad(), precision.autocast():
             teacher_log_probs = teacher(x).float().log_softmax(dim=-1)

@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from nas.data import SPLIT_FILE, Splits, load_data
+from nas.data import SPLIT_FILE, Augment, Splits, load_data
 from nas.arch import Arch
 from nas.errors import NasError, first_line
 from nas.evaluate import inherited_accuracy
@@ -45,8 +46,9 @@ from nas.latency import device_lock
 from nas.memory import check_supernet_training
 from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
-from nas.training import (Precision, batch_loss, check_resumable, distillation_loss, optimizer_and_schedule,
-                          process_group, rank_and_world, read_settings, run_epoch, wrap_for_ranks)
+from nas.training import (Precision, batch_loss, check_resumable, classification_loss, distillation_loss, mixed,
+                          optimizer_and_schedule, process_group, rank_and_world, read_settings, run_epoch,
+                          wrap_for_ranks)
 from nas.weight_sharing import SpaceSupernet
 
 
@@ -70,6 +72,12 @@ class TrainConfig:
     sandwich: str = "no-smallest"  # one of SANDWICHES (see sandwich_members); bench/search.py: the smallest, trained
     # on every step, outscored every drawn member and won every search
     checkpoint_every: int = 20  # optimiser steps between checkpoints (and one at the end of each epoch)
+    # augmentation and mixing, as `nas retrain`'s recipe names them (off: README, "Training the supernet")
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
 
     def check(self) -> "TrainConfig":
         """`self`, or a NasError naming the first setting out of range (as the option or recipe key that sets it)."""
@@ -80,7 +88,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise NasError(f"--{name.replace('_', '-')} must be at least 1")
-        numbers = (self.lr, self.weight_decay, self.label_smoothing)
+        numbers = (self.lr, self.weight_decay, self.label_smoothing, self.mixup, self.cutmix, self.mix_prob)
         problems = [(not all(math.isfinite(value) for value in numbers), "every number must be finite"),
                     (not 1 <= self.epochs <= 10_000, "epochs must be 1 to 10,000"),
                     (not 2 <= self.batch_size <= 65_536, "batch_size must be 2 to 65,536"),
@@ -90,7 +98,11 @@ class TrainConfig:
                     (not 0 <= self.random_subnets <= 64, "random_subnets must be 0 to 64"),
                     (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
                     (not 0 <= self.seed < 2**32, "seed must be 0 to 2**32 - 1"),
-                    (not 1 <= self.checkpoint_every <= 10**9, "checkpoint_every must be 1 to 10**9")]
+                    (not 1 <= self.checkpoint_every <= 10**9, "checkpoint_every must be 1 to 10**9"),
+                    (not 0 <= self.randaugment_ops <= 16, "randaugment_ops must be 0 to 16"),
+                    (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be 0 to 30"),
+                    (not (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10), "mixup and cutmix must be 0 to 10"),
+                    (not 0 <= self.mix_prob <= 1, "mix_prob must be 0 to 1")]
         for failed, message in problems:
             if failed:
                 raise NasError(f"supernet recipe: {message}")
@@ -135,11 +147,23 @@ def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) 
     return archs + [space.sample(rng) for _ in range(config.random_subnets)]
 
 
+def batch_mixer(config: TrainConfig, num_classes: int) -> Callable | None:
+    """timm's Mixup for the recipe's mixup and CutMix (None when both are off), label smoothing included."""
+    from timm.data import Mixup
+
+    if not (config.mixup or config.cutmix):
+        return None
+    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mix_prob,
+                 label_smoothing=config.label_smoothing, num_classes=num_classes)
+
+
 def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, share: float,
-               global_step: int, config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision) -> float:
+               global_step: int, config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision,
+               mixer: Callable | None = None) -> float:
     """One optimiser step of the sandwich rule on this rank's part (x, y) of the global batch, `share` its weight
-    (`nas.data.Batches.epoch`); every member sees the step's resolution (`step_resolution`). `net` is the supernet
-    or its DDP wrapper. Returns the step's loss (summed over members) on the whole batch."""
+    (`nas.data.Batches.epoch`); every member sees the step's resolution (`step_resolution`) and the same mixed
+    batch (`mixer`, from `batch_mixer`). `net` is the supernet or its DDP wrapper. Returns the step's loss (summed
+    over members) on the whole batch."""
     distributed = isinstance(net, DistributedDataParallel)
     model = net.module if distributed else net
     device = next(model.parameters()).device
@@ -147,6 +171,9 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
     y = y.to(device, non_blocking=True)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
+    if mixer is not None:  # timm's Mixup draws from numpy's generator: seeded by the step, to resume exactly
+        np.random.seed((config.seed * 1_000_003 + global_step) % 2**32)
+    x, y, share = mixed(mixer, x, y, share)
     archs = sandwich_members(space, config, global_step)
     optimizer.zero_grad(set_to_none=True)
     total, teacher = torch.zeros((), device=x.device), None
@@ -157,7 +184,7 @@ def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: tor
             with precision.autocast():
                 logits = net(x).float()
             if teacher is None:  # the first member, and every member under distill: none
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                loss = classification_loss(logits, y, config.label_smoothing)
                 if config.distill != "none":
                     teacher = logits.detach().log_softmax(dim=-1)
             else:
@@ -210,8 +237,11 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
     model = SpaceSupernet(space).to(device)
     if device.type == "cuda":  # not cudnn.benchmark: the members' sliced widths make ever new shapes to tune for
         model = model.to(memory_format=torch.channels_last)
+    augment = Augment(config.randaugment_ops, config.randaugment_magnitude)
     batches = data.loader("train", max(space.resolution), space.in_channels, config.batch_size, train=True,
-                          seed=config.seed, rank=rank, world=world, pin_memory=device.type == "cuda")
+                          seed=config.seed, augment=augment, rank=rank, world=world,
+                          pin_memory=device.type == "cuda")
+    mixer = batch_mixer(config, space.num_classes)
     if batches.sampler.dropped:
         log(f"dropping the last {batches.sampler.dropped} training image(s): too few for {world} processes")
     steps = len(batches)
@@ -247,7 +277,7 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
 
     def train_batch(x: torch.Tensor, y: torch.Tensor, share: float, global_step: int) -> float:
         resolutions[step_resolution(space, config.seed, global_step)] += 1
-        return train_step(net, space, x, y, share, global_step, config, optimizer, precision)
+        return train_step(net, space, x, y, share, global_step, config, optimizer, precision, mixer)
 
     if main:
         write_yaml(out_dir / "train_config.yaml", asdict(config))

@@ -94,6 +94,26 @@ def distillation_loss(kind: str, student_logits: torch.Tensor, teacher_log_probs
     return F.kl_div(student_logits.log_softmax(dim=-1), teacher_log_probs, reduction="batchmean", log_target=True)
 
 
+def mixed(mixer: Callable | None, x: torch.Tensor, target: torch.Tensor,
+          share: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(x, target, share) after timm's `Mixup` (None: unchanged): soft targets, label smoothing included. Pairs are
+    mixed, so an odd part (the last of an epoch, or one rank's) loses one image and `share` shrinks with it."""
+    if mixer is None:
+        return x, target, share
+    if len(x) % 2:
+        x, target, share = x[:-1], target[:-1], share * (len(x) - 1) / len(x)
+    x, target = mixer(x, target)
+    return x, target, share
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy against class indices (smoothed by `label_smoothing`) or against mixed soft targets (already
+    smoothed)."""
+    if target.dim() == 2:
+        return torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+
 class Precision:
     """Mixed precision on CUDA (bfloat16 autocast where supported, else float16 with a GradScaler); float32 with no
     autocast and a disabled (pass-through) scaler on other devices."""

@@ -129,6 +129,33 @@ def test_without_distillation_every_member_learns_from_the_labels(tiny_space, sm
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
+def test_mixing_gives_every_member_the_same_mixed_batch_drawn_from_the_step(tiny_space, small_data):
+    from nas.supernet_training import batch_mixer, train_step
+    from nas.training import Precision
+    from nas.weight_sharing import SpaceSupernet
+
+    torch.manual_seed(0)
+    model = SpaceSupernet(tiny_space)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = next(iter(small_data.loader("train", 32, 1, 15)))  # odd: a mixed step drops one image
+
+    def loss(config, step):
+        mixer = batch_mixer(config, tiny_space.num_classes)
+        return train_step(model, tiny_space, x.clone(), y, 1.0, step, config, optimizer,  # timm mixes in place
+                          Precision(torch.device("cpu")), mixer)
+
+    plain = TrainConfig(distill="none", random_subnets=2)
+    mixing = TrainConfig(distill="none", random_subnets=2, mixup=1.0, cutmix=1.0, mix_prob=1.0)
+    assert batch_mixer(plain, tiny_space.num_classes) is None
+    assert loss(mixing, 3) == loss(mixing, 3)  # the mix is drawn from the step: a resumed run draws it again
+    assert loss(mixing, 3) != loss(mixing, 4)
+    seen = []
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    loss(mixing, 3)
+    assert len(seen) == 3 and all(torch.equal(batch, seen[0]) for batch in seen)  # the largest and 2 random members
+    assert len(seen[0]) == 14 and not torch.equal(seen[0], x[:14])
+
+
 def test_supernet_train_reads_its_recipe(tmp_path, capsys):
     from nas.cli import main
 
@@ -212,12 +239,15 @@ def _kill_after_first_checkpoint(command, checkpoint):
     return _payload(checkpoint)
 
 
-@pytest.mark.parametrize("job", ["supernet", "retrain"])
+@pytest.mark.parametrize("job", ["supernet", "augmented supernet", "retrain"])
 def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
-    if job == "supernet":  # 2 epochs of 2 steps, a checkpoint after every step: the first is mid-epoch
+    recipe = tmp_path / "recipe.yaml"  # RandAugment and mixing: their draws must repeat after the kill too
+    recipe.write_text("randaugment_ops: 1\nmixup: 0.2\ncutmix: 1.0\nmix_prob: 0.5\n")
+    augmented = ["--recipe", recipe] if job == "augmented supernet" else []
+    if job.endswith("supernet"):  # 2 epochs of 2 steps, a checkpoint after every step: the first is mid-epoch
         def command(run_dir):
             return ["supernet", "train", "--space", TINY_SPACE, "--epochs", 2, "--limit-train", 64, "--batch-size", 32,
-                    "--checkpoint-every", 1, "--run-dir", run_dir]
+                    "--checkpoint-every", 1, "--run-dir", run_dir, *augmented]
         checkpoint, final = "supernet.pt", "supernet.pt"
     else:
         arch_file = tmp_path / "arch.yaml"
@@ -230,7 +260,7 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
     uninterrupted_run = subprocess.Popen([sys.executable, "-m", "nas", *map(str, command(straight))], cwd=ROOT,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
     payload = _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
-    if job == "supernet":
+    if job.endswith("supernet"):
         assert payload["step"] > 0  # killed mid-epoch
     else:
         assert payload["epoch"] < 3
@@ -243,7 +273,7 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
     assert resumed["model"].keys() == uninterrupted["model"].keys()
     for name in resumed["model"]:
         assert torch.equal(resumed["model"][name], uninterrupted["model"][name]), name
-    if job == "supernet":  # the loss of the epoch the kill split is summed over both processes
+    if job.endswith("supernet"):  # the loss of the epoch the kill split is summed over both processes
         assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]
 
 
