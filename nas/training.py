@@ -108,9 +108,11 @@ def mixed(mixer: Callable | None, x: torch.Tensor, target: torch.Tensor,
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     """Cross-entropy against class indices (smoothed by `label_smoothing`) or against mixed soft targets (already
-    smoothed)."""
+    smoothed: timm's soft-target loss)."""
+    from timm.loss import SoftTargetCrossEntropy
+
     if target.dim() == 2:
-        return torch.sum(-target * logits.log_softmax(dim=-1), dim=-1).mean()
+        return SoftTargetCrossEntropy()(logits, target)
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
