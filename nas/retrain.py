@@ -37,9 +37,9 @@ from nas.models import CHECKPOINT_KIND, CHECKPOINT_VERSION, read_checkpoint
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from nas.supernet_training import load_supernet
-from nas.training import (Precision, batch_loss, check_resumable, classification_loss, distillation_loss, mixed,
-                          optimizer_and_schedule, process_group, rank_and_world, read_settings, run_epoch,
-                          wrap_for_ranks)
+from nas.training import (Precision, batch_loss, batch_mixer, check_resumable, classification_loss,
+                          distillation_loss, mixed, optimizer_and_schedule, process_group, rank_and_world,
+                          read_settings, run_epoch, wrap_for_ranks)
 from supernet.network import build
 
 if TYPE_CHECKING:
@@ -177,7 +177,6 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
     """Train `arch` for `recipe.epochs`, checkpointing every epoch and resuming from `checkpoint`. `supernet` is
     needed for `init: supernet` and `distill`; `compile_model` trains through torch.compile. Under torchrun, call
     it inside `process_group`; rank 0 logs, evaluates and writes."""
-    from timm.data import Mixup
     from timm.utils import ModelEmaV3
 
     recipe.check()
@@ -217,10 +216,7 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
     teacher = None
     if recipe.distill:
         teacher = supernet.extract(supernet.space.largest()).to(device).eval().requires_grad_(False)
-    mixer = None
-    if recipe.mixup or recipe.cutmix:
-        mixer = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, prob=recipe.mix_prob,
-                      label_smoothing=recipe.label_smoothing, num_classes=arch.num_classes)
+    mixer = batch_mixer(recipe.mixup, recipe.cutmix, recipe.mix_prob, recipe.label_smoothing, arch.num_classes)
     net = wrap_for_ranks(torch.compile(model) if compile_model else model, device)
 
     def train_batch(x: torch.Tensor, y: torch.Tensor, share: float, global_step: int) -> float:

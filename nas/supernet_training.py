@@ -46,9 +46,9 @@ from nas.latency import device_lock
 from nas.memory import check_supernet_training
 from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
-from nas.training import (Precision, batch_loss, check_resumable, classification_loss, distillation_loss, mixed,
-                          optimizer_and_schedule, process_group, rank_and_world, read_settings, run_epoch,
-                          wrap_for_ranks)
+from nas.training import (Precision, batch_loss, batch_mixer, check_resumable, classification_loss,
+                          distillation_loss, mixed, optimizer_and_schedule, process_group, rank_and_world,
+                          read_settings, run_epoch, wrap_for_ranks)
 from nas.weight_sharing import SpaceSupernet
 
 
@@ -147,23 +147,13 @@ def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) 
     return archs + [space.sample(rng) for _ in range(config.random_subnets)]
 
 
-def batch_mixer(config: TrainConfig, num_classes: int) -> Callable | None:
-    """timm's Mixup for the recipe's mixup and CutMix (None when both are off), label smoothing included."""
-    from timm.data import Mixup
-
-    if not (config.mixup or config.cutmix):
-        return None
-    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mix_prob,
-                 label_smoothing=config.label_smoothing, num_classes=num_classes)
-
-
 def train_step(net: torch.nn.Module, space: SearchSpace, x: torch.Tensor, y: torch.Tensor, share: float,
                global_step: int, config: TrainConfig, optimizer: torch.optim.Optimizer, precision: Precision,
                mixer: Callable | None = None) -> float:
     """One optimiser step of the sandwich rule on this rank's part (x, y) of the global batch, `share` its weight
     (`nas.data.Batches.epoch`); every member sees the step's resolution (`step_resolution`) and the same mixed
-    batch (`mixer`, from `batch_mixer`). `net` is the supernet or its DDP wrapper. Returns the step's loss (summed
-    over members) on the whole batch."""
+    batch (`mixer`, from `nas.training.batch_mixer`). `net` is the supernet or its DDP wrapper. Returns the step's
+    loss (summed over members) on the whole batch."""
     distributed = isinstance(net, DistributedDataParallel)
     model = net.module if distributed else net
     device = next(model.parameters()).device
@@ -241,7 +231,7 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
     batches = data.loader("train", max(space.resolution), space.in_channels, config.batch_size, train=True,
                           seed=config.seed, augment=augment, rank=rank, world=world,
                           pin_memory=device.type == "cuda")
-    mixer = batch_mixer(config, space.num_classes)
+    mixer = batch_mixer(config.mixup, config.cutmix, config.mix_prob, config.label_smoothing, space.num_classes)
     if batches.sampler.dropped:
         log(f"dropping the last {batches.sampler.dropped} training image(s): too few for {world} processes")
     steps = len(batches)

@@ -94,6 +94,17 @@ def distillation_loss(kind: str, student_logits: torch.Tensor, teacher_log_probs
     return F.kl_div(student_logits.log_softmax(dim=-1), teacher_log_probs, reduction="batchmean", log_target=True)
 
 
+def batch_mixer(mixup: float, cutmix: float, mix_prob: float, label_smoothing: float,
+                num_classes: int) -> Callable | None:
+    """timm's Mixup for a recipe's mixup and CutMix (None when both are off), label smoothing included."""
+    from timm.data import Mixup
+
+    if not (mixup or cutmix):
+        return None
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mix_prob, label_smoothing=label_smoothing,
+                 num_classes=num_classes)
+
+
 def mixed(mixer: Callable | None, x: torch.Tensor, target: torch.Tensor,
           share: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(x, target, share) after timm's `Mixup` (None: unchanged): soft targets, label smoothing included. Pairs are

@@ -130,8 +130,8 @@ def test_without_distillation_every_member_learns_from_the_labels(tiny_space, sm
 
 
 def test_mixing_gives_every_member_the_same_mixed_batch_drawn_from_the_step(tiny_space, small_data):
-    from nas.supernet_training import batch_mixer, train_step
-    from nas.training import Precision
+    from nas.supernet_training import train_step
+    from nas.training import Precision, batch_mixer
     from nas.weight_sharing import SpaceSupernet
 
     torch.manual_seed(0)
@@ -140,13 +140,14 @@ def test_mixing_gives_every_member_the_same_mixed_batch_drawn_from_the_step(tiny
     x, y = next(iter(small_data.loader("train", 32, 1, 15)))  # odd: a mixed step drops one image
 
     def loss(config, step):
-        mixer = batch_mixer(config, tiny_space.num_classes)
+        mixer = batch_mixer(config.mixup, config.cutmix, config.mix_prob, config.label_smoothing,
+                            tiny_space.num_classes)
         return train_step(model, tiny_space, x.clone(), y, 1.0, step, config, optimizer,  # timm mixes in place
                           Precision(torch.device("cpu")), mixer)
 
     plain = TrainConfig(distill="none", random_subnets=2)
     mixing = TrainConfig(distill="none", random_subnets=2, mixup=1.0, cutmix=1.0, mix_prob=1.0)
-    assert batch_mixer(plain, tiny_space.num_classes) is None
+    assert batch_mixer(plain.mixup, plain.cutmix, plain.mix_prob, 0.1, tiny_space.num_classes) is None
     assert loss(mixing, 3) == loss(mixing, 3)  # the mix is drawn from the step: a resumed run draws it again
     assert loss(mixing, 3) != loss(mixing, 4)
     seen = []
