@@ -54,7 +54,7 @@ from nas.weight_sharing import SpaceSupernet
 
 CHECKPOINT_KIND = "nas-supernet"
 DISTILL_LOSSES = ("kl", "alpha", "none")
-SANDWICHES = ("random", "families", "no-smallest", "ends")
+SANDWICHES = ("random", "families", "no-smallest", "ends", "fair")
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every")  # the other settings fix the path a resumed run must follow
 
 
@@ -135,8 +135,12 @@ def sandwich_members(space: SearchSpace, config: TrainConfig, global_step: int) 
     only, so that no member the search scores but the teacher is trained on every step, and none is scored higher
     for it; `ends`: the same, the largest taking each stem x head pair of the space in turn); with the `families`
     sandwich, the largest member of one family in turn (each family's weights at their full size every few steps,
-    not only when random draws reach them); then `random_subnets` random members. From (seed, step) alone."""
+    not only when random draws reach them); then `random_subnets` random members (`fair`: the teacher of `ends`, and
+    random members dealt by `SearchSpace.fair_sample`, each slot's families equally often). From (seed, step)
+    alone."""
     rng = random.Random(config.seed * 1_000_003 + global_step)
+    if config.sandwich == "fair":
+        return [space.largest_with_ends(global_step)] + space.fair_sample(rng, config.random_subnets)
     if config.sandwich == "ends":
         archs = [space.largest_with_ends(global_step)]
     else:

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 import torch
@@ -108,6 +109,19 @@ def test_the_ends_sandwich_gives_the_teacher_every_stem_and_head_in_turn(hybrid_
     assert largest in teachers
     assert all(t.stages == largest.stages for t in teachers)  # the same body: both stems have stride 2 here
     assert all(len(sandwich_members(space, config, step)) == 3 for step in range(pairs))
+
+
+def test_the_fair_sandwich_deals_each_slots_families_evenly_on_every_step(hybrid_cpu_space):
+    space = hybrid_cpu_space
+    config = TrainConfig(sandwich="fair", random_subnets=len(space.stages[-1].families))  # 5: one each
+    for step in range(4):
+        teacher, *members = sandwich_members(space, config, step)
+        assert teacher == sandwich_members(space, TrainConfig(sandwich="ends"), step)[0]
+        assert sorted(m.stages[-1].family for m in members) == sorted(space.stages[-1].families)
+        for dealt in (Counter(m.stages[0].family for m in members), Counter(m.head_type for m in members)):
+            assert len(dealt) == 3 and max(dealt.values()) - min(dealt.values()) == 1  # 5 members over 3 choices
+    assert sandwich_members(space, config, 3) == sandwich_members(space, config, 3)  # from (seed, step)
+    assert sandwich_members(space, config, 3) != sandwich_members(space, config, 4)
 
 
 def test_without_distillation_every_member_learns_from_the_labels(tiny_space, small_data):

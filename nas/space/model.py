@@ -296,19 +296,40 @@ class SearchSpace:
         return self._extreme(min, f"smallest {family}", family)
 
     def sample(self, rng: random.Random) -> Arch:
+        """A member with every choice drawn uniformly from `rng`."""
+        return self._drawn(rng, lambda decision, choices: rng.randrange(choices))
+
+    def fair_sample(self, rng: random.Random, count: int) -> list[Arch]:
+        """`count` members drawn as `sample` draws them, except that the stem, the head and each slot's depth and
+        family are dealt like cards: among the members that make a decision, each of its choices comes up equally
+        often (within one), in random order. FairNAS's strict fairness: with `count` at least the most families a
+        slot offers, every family's weights are trained on every step, not only on average."""
+        decks: dict[tuple[str, int], list[int]] = {}
+
+        def deal(decision: tuple[str, int], choices: int) -> int:
+            if not decks.get(decision):
+                decks[decision] = rng.sample(range(choices), choices)
+            return decks[decision].pop()
+
+        return [self._drawn(rng, deal) for _ in range(count)]
+
+    def _drawn(self, rng: random.Random, pick: Callable[[tuple[str, int], int], int]) -> Arch:
+        """A member whose stem, head and slots' depths and families are `pick(decision, number of choices)`'s
+        index, every other choice drawn uniformly from `rng`."""
         def choose(j: int, slot: StageSpace, level: int, may_skip: bool) -> StageArch | None:
-            depth = rng.choice(slot.depth if may_skip else slot.depths)
+            depths = slot.depth if may_skip else slot.depths
+            depth = depths[pick(("depth", j * 2 + may_skip), len(depths))]
             if not depth:
                 return None
-            family = rng.choice(list(slot.families))
+            family = list(slot.families)[pick(("family", j), len(slot.families))]
             width = rng.choice(slot.widths_for(family))
             knobs = {k: rng.choice(v) for k, v in slot.options[(family, width)].items()}
             return StageArch(family, depth, width, slot.level // level, tuple(sorted(knobs.items())))
 
-        stem = rng.choice(self.stems)
+        stem = self.stems[pick(("stem", 0), len(self.stems))]
         stem_width = rng.choice(stem.width)
         stages = self.walk(stem, choose)
-        head = rng.choice(self.heads)
+        head = self.heads[pick(("head", 0), len(self.heads))]
         return self.member(rng.choice(self.resolution), stem, stem_width, stages, head, rng.choice(head.width),
                           rng.choice(self.global_tokens))
 
