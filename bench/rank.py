@@ -8,6 +8,8 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --supernet T.pt --run-dir R2 --standalone-from R   # another supernet, minutes
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R3 --standalone-from R --control-steps 30
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R4 --standalone retrain   # nas retrain's recipe, 75 min
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R0 --standalone retrain \
+        --standalone-from bench/targets/hybrid_cpu-retrain-seed0     # the committed retrain target, minutes
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
     .venv/bin/python bench/rank.py --pool R4 R5    # R4, R5: one supernet ranked on --seed 0 and --seed 1 samples
 

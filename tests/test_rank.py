@@ -216,6 +216,31 @@ def test_standalone_recipes_and_the_recipe_of_rankings_that_did_not_record_it():
     assert _with_recipe({**old, "recipe": {"epochs": 15}})["recipe"] == {"epochs": 15}
 
 
+COMMITTED_TARGETS = sorted((ROOT / "bench" / "targets").glob("*/rank_plan.json"))
+
+
+@pytest.mark.parametrize("plan_file", COMMITTED_TARGETS, ids=lambda path: path.parent.name)
+def test_a_committed_ranking_target_still_fits_its_space_and_recipe(plan_file):
+    """bench/targets/SPACE-RECIPE-seedN holds standalone accuracies that took hours: a change to the space or to
+    `nas retrain`'s recipe makes them stale, and fails here rather than in a bench."""
+    from dataclasses import asdict
+
+    from nas.rank import earlier_standalone, standalone_recipe
+    from nas.space import load_space
+
+    folder = plan_file.parent
+    space_name, recipe_kind, _ = folder.name.rsplit("-", 2)
+    plan = json.loads(plan_file.read_text())
+    settings = plan["settings"]
+    space = load_space(ROOT / "search_spaces" / f"{space_name}.yaml")
+    assert settings["space_hash"] == space.space_hash
+    now = asdict(standalone_recipe(recipe_kind, settings["train_images"], None, settings["seed"]))
+    reused = earlier_standalone(folder, {**settings, "recipe": now})
+    assert reused and set(reused) <= {s["arch_id"] for s in plan["subnets"]}  # a run reusing it trains the rest
+    assert all(len(accuracies) == settings["seeds"] and all(0 < a <= 1 for a in accuracies)
+               for accuracies in reused.values())
+
+
 def run_in_process(*args):
     """Run the CLI in this process; returns (exit code, stderr lines)."""
     import contextlib
