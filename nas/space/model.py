@@ -318,7 +318,7 @@ class SearchSpace:
         index, every other choice drawn uniformly from `rng`."""
         def choose(j: int, slot: StageSpace, level: int, may_skip: bool) -> StageArch | None:
             depths = slot.depth if may_skip else slot.depths
-            depth = depths[pick(("depth", j * 2 + may_skip), len(depths))]
+            depth = depths[pick(("depth or none" if may_skip else "depth", j), len(depths))]
             if not depth:
                 return None
             family = list(slot.families)[pick(("family", j), len(slot.families))]
