@@ -37,9 +37,9 @@ from nas.models import CHECKPOINT_KIND, CHECKPOINT_VERSION, read_checkpoint
 from nas.report import plot_training
 from nas.runs import load_checkpoint, save_checkpoint, write_json, write_yaml
 from nas.supernet_training import load_supernet
-from nas.training import (Precision, batch_loss, batch_mixer, check_resumable, classification_loss,
-                          distillation_loss, mixed, optimizer_and_schedule, process_group, rank_and_world,
-                          read_settings, run_epoch, wrap_for_ranks)
+from nas.training import (Precision, augmentation_problems, batch_loss, batch_mixer, check_resumable,
+                          classification_loss, distillation_loss, mixed, optimizer_and_schedule, process_group,
+                          rank_and_world, read_settings, run_epoch, wrap_for_ranks)
 from supernet.network import build
 
 if TYPE_CHECKING:
@@ -85,10 +85,8 @@ class Recipe:
             (not 0 <= self.warmup_epochs <= 10_000, "warmup_epochs must be 0 to 10,000"),
             (not 0 <= self.seed < 2**32, "seed must be 0 to 2**32 - 1"),
             (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (not (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10), "mixup and cutmix must be 0 to 10"),
-            (not 0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
-            (not 0 <= self.randaugment_ops <= 16, "randaugment_ops must be 0 to 16"),
-            (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be in 0-30"),
+            *augmentation_problems(self.randaugment_ops, self.randaugment_magnitude, self.mixup, self.cutmix,
+                                   self.mix_prob),
             (not 0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1]"),
             (not 0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (not 0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),

@@ -46,9 +46,9 @@ from nas.latency import device_lock
 from nas.memory import check_supernet_training
 from nas.runs import RUNS_ROOT, check_run_dir, load_checkpoint, safe_name, save_checkpoint, write_yaml
 from nas.space import SearchSpace, load_space, space_from_dict
-from nas.training import (Precision, batch_loss, batch_mixer, check_resumable, classification_loss,
-                          distillation_loss, mixed, optimizer_and_schedule, process_group, rank_and_world,
-                          read_settings, run_epoch, wrap_for_ranks)
+from nas.training import (Precision, augmentation_problems, batch_loss, batch_mixer, check_resumable,
+                          classification_loss, distillation_loss, mixed, optimizer_and_schedule, process_group,
+                          rank_and_world, read_settings, run_epoch, wrap_for_ranks)
 from nas.weight_sharing import SpaceSupernet
 
 
@@ -99,10 +99,8 @@ class TrainConfig:
                     (not 0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
                     (not 0 <= self.seed < 2**32, "seed must be 0 to 2**32 - 1"),
                     (not 1 <= self.checkpoint_every <= 10**9, "checkpoint_every must be 1 to 10**9"),
-                    (not 0 <= self.randaugment_ops <= 16, "randaugment_ops must be 0 to 16"),
-                    (not 0 <= self.randaugment_magnitude <= 30, "randaugment_magnitude must be 0 to 30"),
-                    (not (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10), "mixup and cutmix must be 0 to 10"),
-                    (not 0 <= self.mix_prob <= 1, "mix_prob must be 0 to 1")]
+                    *augmentation_problems(self.randaugment_ops, self.randaugment_magnitude, self.mixup,
+                                           self.cutmix, self.mix_prob)]
         for failed, message in problems:
             if failed:
                 raise NasError(f"supernet recipe: {message}")

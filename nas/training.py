@@ -94,6 +94,16 @@ def distillation_loss(kind: str, student_logits: torch.Tensor, teacher_log_probs
     return F.kl_div(student_logits.log_softmax(dim=-1), teacher_log_probs, reduction="batchmean", log_target=True)
 
 
+def augmentation_problems(randaugment_ops: int, randaugment_magnitude: int, mixup: float, cutmix: float,
+                          mix_prob: float) -> list[tuple[bool, str]]:
+    """The range checks, as (failed, message) pairs, of the augmentation settings that `nas retrain`'s recipe and
+    the supernet's share (same names, same meaning)."""
+    return [(not 0 <= randaugment_ops <= 16, "randaugment_ops must be 0 to 16"),
+            (not 0 <= randaugment_magnitude <= 30, "randaugment_magnitude must be 0 to 30"),
+            (not (0 <= mixup <= 10 and 0 <= cutmix <= 10), "mixup and cutmix must be 0 to 10"),
+            (not 0 <= mix_prob <= 1, "mix_prob must be in [0, 1]")]
+
+
 def batch_mixer(mixup: float, cutmix: float, mix_prob: float, label_smoothing: float,
                 num_classes: int) -> Callable | None:
     """timm's Mixup for a recipe's mixup and CutMix (None when both are off), label smoothing included."""
