@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.errors import NasError, error_line
-from nas.options import (ADAPT_HELP, ADAPT_STEPS, BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESOLUTION, SEED,
-                         THREADS, WORKERS, OneLineParser, integer, number)
+from nas.options import (ADAPT_HELP, ADAPT_STEPS, BATCH, DATA_WORKERS, EPOCHS, IMAGES, PORT, RESCORE_STEPS,
+                         RESCORE_TOP, RESOLUTION, SEED, THREADS, WORKERS, OneLineParser, integer, number)
 
 MAIN_EXAMPLES = """examples:
   nas search --space search_spaces/hybrid_cpu.yaml --latency-budget 5ms --device cpu --run-dir runs/quickstart
@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "nas search --space search_spaces/hybrid_cpu.yaml --latency-budget 5ms --device cpu\n"
                       "  nas search --space search_spaces/cpu_small.yaml --latency-budget 4ms --backend ray "
                       "--workers 2\n"
-                      "  nas search --resume runs/quickstart")
+                      "  nas search --resume runs/quickstart\n"
+                      "  nas search --resume runs/quickstart --rescore-top 8   # re-rank its 8 best by short training")
     search.add_argument("--space", help="search-space YAML")
     search.add_argument("--latency-budget", help="e.g. 5ms, 800us, 0.005s (checked on the p90)")
     search.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
@@ -193,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--supernet", help="a trained supernet checkpoint (default: train one in the run folder)")
     search.add_argument("--epochs", type=EPOCHS, help="supernet training epochs when training (default: 6)")
     search.add_argument("--adapt-steps", type=ADAPT_STEPS, help=ADAPT_HELP)
+    search.add_argument("--rescore-top", type=RESCORE_TOP, metavar="K", help="after the trials, train the K most "
+                        "accurate feasible ones from scratch for --rescore-steps batches each and pick the winner "
+                        "by that score, which ranks members closer to full training than the supernet does "
+                        "(default: 0, off)")
+    search.add_argument("--rescore-steps", type=RESCORE_STEPS, metavar="N", help="training batches of each "
+                        "re-scored member (default: 60)")
     search.add_argument("--backend", help="optuna (default: trials in this process) or ray (Ray Tune workers)")
     search.add_argument("--workers", type=WORKERS, help="concurrent trials with --backend ray (default: 1)")
     search.add_argument("--address", help="with --backend ray: join this Ray cluster (auto or HOST:PORT) instead "
@@ -221,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "classifier is fitted to the data's classes); with --top, a search's folder "
                                       "or best.yaml")
     retrain.add_argument("--top", type=integer(1, 1000), metavar="K", help="retrain the K most accurate points "
-                         "of the search's re-measured Pareto front (into RUN/retrain-top/)")
+                         "of the search's re-measured Pareto front, or of its re-scored shortlist after "
+                         "--rescore-top (into RUN/retrain-top/)")
     retrain.add_argument("--run-dir", help="output folder (default: retrain/ beside best.yaml); re-run to resume")
     retrain.add_argument("--recipe", help="a recipe YAML (any of the settings in a run's recipe.yaml); options "
                          "given here win; defaults scale with the data's size")

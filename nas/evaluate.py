@@ -94,3 +94,16 @@ def adapt(net: nn.Module, arch: "Arch", data: Splits, steps: int, seed: int = 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def scratch_accuracy(arch: "Arch", data: Splits, steps: int, seed: int, device: torch.device,
+                     splits: tuple[str, ...] = ("val",)) -> float:
+    """Accuracy of `arch` built from scratch (seed `seed`) and trained alone for `steps` batches (`adapt`'s): the
+    short-training score that ranks members without a supernet's shared-weight bias (bench/rank.py
+    --control-steps), which `nas search --rescore-top` gives its shortlist."""
+    from supernet.network import build
+
+    torch.manual_seed(seed)
+    net = build(arch).to(device)
+    adapt(net, arch, data, steps, seed)
+    return inherited_accuracy(net, arch, data, splits)

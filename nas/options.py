@@ -57,9 +57,10 @@ def number(low: float, high: float, low_open: bool = False) -> Callable[[str], f
 # the ranges of the integer settings, shared with the settings files that can also give them (config.yaml)
 RANGES = {"threads": (1, 1024), "seed": (0, 2**32 - 1), "epochs": (1, 10_000), "trials": (1, 100_000),
           "workers": (1, 1024), "data_workers": (0, 64), "limit_train": (1, 10**9), "max_params": (1, 10**12),
-          "max_macs": (1, 10**15), "adapt_steps": (0, 10_000)}
-THREADS, SEED, EPOCHS, WORKERS, DATA_WORKERS, IMAGES, ADAPT_STEPS = (integer(*RANGES[name]) for name in (
-    "threads", "seed", "epochs", "workers", "data_workers", "limit_train", "adapt_steps"))
+          "max_macs": (1, 10**15), "adapt_steps": (0, 10_000), "rescore_top": (0, 100), "rescore_steps": (1, 10_000)}
+THREADS, SEED, EPOCHS, WORKERS, DATA_WORKERS, IMAGES, ADAPT_STEPS, RESCORE_TOP, RESCORE_STEPS = (
+    integer(*RANGES[name]) for name in ("threads", "seed", "epochs", "workers", "data_workers", "limit_train",
+                                        "adapt_steps", "rescore_top", "rescore_steps"))
 ADAPT_HELP = "train each sub-network alone for this many batches before scoring it (default: 0)"
 BATCH = integer(2, 65_536)  # BatchNorm needs two images
 PORT = integer(1, 65_535)

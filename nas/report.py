@@ -133,9 +133,11 @@ def family_bests(rows: list[dict], stage_families: list[list[str]]) -> dict[str,
 
 
 def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], front: list[dict],
-                 stage_families: list[list[str]], seconds: float, outside_references: list[str]) -> Path:
-    """report.md: the front, the winner against the reference architectures, each family's best, the search
-    history and timings. `outside_references` names the reference architectures that are not in the space."""
+                 stage_families: list[list[str]], seconds: float, outside_references: list[str],
+                 shortlist: list[dict] | None = None) -> Path:
+    """report.md: the front, the re-scored shortlist (if any), the winner against the reference architectures,
+    each family's best, the search history and timings. `outside_references` names the reference architectures
+    that are not in the space."""
     plot_history(rows, run_dir / "history.png", title)
     columns = [("trial", "trial"), ("arch id", "arch_id"), ("val acc", "val_acc"), ("latency ms", "latency_ms"),
                ("p90 ms", "latency_p90_ms"), ("params", "params"), ("families", "families"), ("depths", "depths"),
@@ -143,7 +145,9 @@ def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], fro
     winner = next(r for r in rows if r["arch_id"] == summary["arch_id"])
     lines = [f"# Search report: {title}", "", "![Pareto front](pareto.png)", "", "## Winner", "",
              f"`{summary['arch_id']}` (trial {summary['provenance']['trial']}): supernet validation accuracy "
-             f"{summary['val_accuracy_supernet']:.3f}, re-measured latency {summary['latency_ms']:.3f} ms median / "
+             f"{summary['val_accuracy_supernet']:.3f}"
+             + (f" ({summary['val_accuracy_rescored']:.3f} re-scored: see below)" if "rescore" in summary else "")
+             + f", re-measured latency {summary['latency_ms']:.3f} ms median / "
              f"{summary['latency_p90_ms']:.3f} ms p90 against the {summary['budget_ms']:g} ms budget on "
              f"{summary['device']['name']} ({summary['device']['runtime']}, {summary['device']['threads']} "
              f"thread(s)); {summary['params']:,} parameters, {summary['macs'] / 1e6:.2f} M MACs; stages "
@@ -151,6 +155,15 @@ def write_report(run_dir: Path, title: str, summary: dict, rows: list[dict], fro
              "## Pareto front (feasible, re-measured)", ""]
     lines += _table(front, columns[:5] + [("re-measured ms", "remeasured_ms"), ("re-measured p90", "remeasured_p90_ms")]
                     + columns[5:] + [("MACs", "macs")])
+    if shortlist:
+        rescore = summary["rescore"]
+        lines += ["", "## Re-scored shortlist", "",
+                  f"The {rescore['top']} most accurate feasible trials, each trained from scratch for "
+                  f"{rescore['steps']} batches and scored on the validation images: the winner is the best of them "
+                  "by that score, which ranks members closer to full training than the supernet's shared weights "
+                  "do (bench/rank.py --control-steps). Best first.", ""]
+        lines += _table(shortlist, columns[:2] + [("supernet val acc", "val_acc"), ("re-scored acc", "rescored_acc"),
+                                                  ("re-measured p90", "remeasured_p90_ms")] + columns[5:])
     lines += ["", "## Winner vs reference architectures", "",
               "The papers' architectures that are members of this space were evaluated as trials of the search "
               "(supernet accuracy, measured latency); they are the stars in pareto.png.", ""]

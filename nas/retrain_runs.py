@@ -194,18 +194,21 @@ class RetrainedTop:
 
 def retrain_top(search: str | Path, top: int, options: RetrainOptions, run_dir: Path | None = None,
                 log: Callable[[str], None] = print) -> RetrainedTop | None:
-    """Retrain the `top` most accurate points of a search's re-measured front (`search` is its run folder or
-    best.yaml) one after another, each resumable, into `run_dir` (default: retrain-top/ in the search's folder),
-    and write top.json there; None on the ranks other than 0 under torchrun."""
+    """Retrain the `top` most accurate points of a search's re-measured front, or of its re-scored shortlist where
+    it has one (`search` is its run folder or best.yaml), one after another, each resumable, into `run_dir`
+    (default: retrain-top/ in the search's folder), and write top.json there; None on the ranks other than 0
+    under torchrun."""
     if top < 1:
         raise NasError("--top must be at least 1")
     search_dir = Path(search) if Path(search).is_dir() else Path(search).parent
-    front = sorted((search_dir / "front").glob("*.yaml"))
+    shortlist = sorted((search_dir / "shortlist").glob("*.yaml"))  # ordered by the re-scoring (--rescore-top)
+    front = shortlist or sorted((search_dir / "front").glob("*.yaml"))
     if not front:
         raise NasError(f"{search_dir}: no front/ folder of a finished search; pass a search's run folder or its "
                        "best.yaml (searches write front/ when they finish)")
     if top > len(front):
-        log(f"the front holds {len(front)} feasible point(s); retraining all of them")
+        log(f"the {'shortlist' if shortlist else 'front'} holds {len(front)} feasible point(s); retraining all of "
+            "them")
     out = run_dir or search_dir / "retrain-top"
     check_run_dir(out, ("top.json", *(path.stem for path in front)), run_dir is not None)
     documents = [(path, read_yaml(path)) for path in front[:top]]  # every file read before any training

@@ -61,3 +61,43 @@ def test_a_search_scores_candidates_after_their_own_steps(tmp_path, tiny_space, 
     adapt(adapted, arch, small_data, 4)
     assert float(row["val_acc"]) == inherited_accuracy(adapted, arch, small_data)
     assert float(row["val_acc"]) != inherited_accuracy(supernet.extract(arch), arch, small_data)
+
+
+def test_a_search_re_scores_its_shortlist_by_short_training_from_scratch(tmp_path, small_data, tiny_supernet):
+    from nas.arch import Arch
+    from nas.evaluate import scratch_accuracy
+
+    run_dir = tmp_path / "run"
+    result = run_nas("search", "--space", TINY_SPACE, "--latency-budget", "1s", "--supernet", tiny_supernet,
+                     "--trials", 6, "--sampler", "random", "--limit-train", 512, "--rescore-top", 3,
+                     "--rescore-steps", 4, "--run-dir", run_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    shortlist = list(csv.DictReader(open(run_dir / "rescored.csv")))
+    trials = list(csv.DictReader(open(run_dir / "trials.csv")))
+    distinct = sorted({(float(r["val_acc"]), r["arch_id"]) for r in trials}, key=lambda t: -t[0])
+    assert 1 <= len(shortlist) == min(3, len({arch_id for _, arch_id in distinct}))
+    assert {r["arch_id"] for r in shortlist} <= {arch_id for _, arch_id in distinct}
+    assert max(float(r["val_acc"]) for r in trials) == max(float(r["val_acc"]) for r in shortlist)
+    scores = [float(r["rescored_acc"]) for r in shortlist]
+    assert scores == sorted(scores, reverse=True)
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert best["arch_id"] == shortlist[0]["arch_id"] and best["rescore"] == {"top": 3, "steps": 4}
+    # the score is the member's own short training from scratch, on the search's data and seed
+    arch = Arch.from_dict(best["arch"])
+    assert best["val_accuracy_rescored"] == round(scratch_accuracy(arch, small_data, 4, 0, torch.device("cpu")), 4)
+    assert "re-scoring 1/" in result.stderr + result.stdout and "Re-scored shortlist" in (
+        run_dir / "report.md").read_text()
+    files = sorted((run_dir / "shortlist").glob("*.yaml"))
+    assert [yaml.safe_load(f.read_text())["arch_id"] for f in files] == [r["arch_id"] for r in shortlist]
+
+    # a resumed search reuses the scores; without --rescore-top its winner is the supernet's again
+    again = run_nas("search", "--resume", run_dir, "--rescore-top", 3, "--rescore-steps", 4)
+    assert again.returncode == 0, again.stderr
+    assert "re-scoring" not in again.stderr + again.stdout
+    resumed = yaml.safe_load((run_dir / "best.yaml").read_text())  # its latency measured again
+    assert (resumed["arch_id"], resumed["val_accuracy_rescored"]) == (best["arch_id"], best["val_accuracy_rescored"])
+    plain = run_nas("search", "--resume", run_dir, "--rescore-top", 0)
+    assert plain.returncode == 0, plain.stderr
+    assert not (run_dir / "shortlist").exists() and not (run_dir / "rescored.csv").exists()
+    winner = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert "rescore" not in winner and winner["val_accuracy_supernet"] == max(float(r["val_acc"]) for r in trials)

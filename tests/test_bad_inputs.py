@@ -29,7 +29,8 @@ COMMANDS = [
     (["search"], ["--space", TINY, "--latency-budget", "1s"],
      {**{o: BAD_INTEGERS for o in ("--threads", "--trials", "--max-params", "--max-macs", "--epochs", "--workers",
                                    "--limit-train")}, "--seed": FROM_ZERO, "--data-workers": FROM_ZERO + ["65"],
-      "--adapt-steps": FROM_ZERO + ["10001"]}),
+      "--adapt-steps": FROM_ZERO + ["10001"], "--rescore-top": FROM_ZERO + ["101"],
+      "--rescore-steps": BAD_INTEGERS + ["10001"]}),
     (["retrain", ARCH], [],
      {**{o: BAD_INTEGERS for o in ("--top", "--epochs", "--batch-size", "--threads", "--limit-train")},
       "--seed": FROM_ZERO, "--data-workers": FROM_ZERO,
@@ -78,7 +79,8 @@ BAD_TRAIN_RECIPES = ["lr: .nan\n", "lr: 0\n", "lr: 11\n", "random_subnets: 65\n"
 BAD_CONFIG_VALUES = {"trials": ["abc", None, -1, 0, 1.5, True, [1], 10**9], "epochs": [None, "x", 0],
                      "threads": ["2", 0, 5000], "device": [5, ["cpu"]], "seed": [-1, "s"], "workers": [0, "many"],
                      "max_params": ["x", 0], "limit_train": [-5, "all"], "sampler": [3, "bogus"],
-                     "latency_budget": [5, "inf ms", None], "space": [7, None], "adapt_steps": [-1, 10_001, "x", None]}
+                     "latency_budget": [5, "inf ms", None], "space": [7, None], "adapt_steps": [-1, 10_001, "x", None],
+                     "rescore_top": [-1, 101, "x", None], "rescore_steps": [0, 10_001, "x", None]}
 
 # values past the upper bounds of a space (and of an arch), which would otherwise reach the allocator or hang
 SPACE_EDITS = {

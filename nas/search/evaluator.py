@@ -3,7 +3,7 @@
 `Evaluator.evaluate` extracts the candidate from the supernet once and hands that network to every
 measurement: BN recalibration and validation accuracy, then latency (predicted from the same network's op
 counts when safely far from the budget, else measured). `Evaluator.remeasure` measures a Pareto point again,
-carefully, for the outputs.
+carefully, for the outputs; `Evaluator.rescore` scores a shortlisted one by short training from scratch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nas.arch import Arch
 from nas.complexity import count_macs, count_params
 from nas.data import Splits
 from nas.errors import NasError
-from nas.evaluate import adapt, inherited_accuracy
+from nas.evaluate import adapt, inherited_accuracy, scratch_accuracy
 from nas.latency import CAREFUL, LatencyCache, LatencyRecord, device_lock, fingerprint, measure_arch
 from nas.latency.predictor import LatencyPredictor
 from nas.space import SearchSpace
@@ -93,3 +93,8 @@ class Evaluator:
                               model=net, refresh=True, expected_ms=expected_ms, expected_p90_ms=expected_p90_ms,
                               **CAREFUL)
         return record, count_macs(net, (1, arch.in_channels, arch.resolution, arch.resolution))
+
+    def rescore(self, arch: Arch) -> float:
+        """Validation accuracy of `arch` trained from scratch for --rescore-steps batches, without the supernet."""
+        with device_lock(self.device, exclusive=False):
+            return scratch_accuracy(arch, self.data, self.settings.rescore_steps, self.settings.seed, self.device)

@@ -63,9 +63,10 @@ def search(settings: SearchSettings, run_dir: Path | None = None, log: Callable[
     supernet_params = count_params(supernet if supernet is not None else to_train)
     check_running(space.largest(), EVAL_BATCH, device, f"{settings.space}'s largest member", supernet_params,
                   "use a device with more memory, or a smaller space")
-    if settings.adapt_steps:  # each candidate then trains a little beside the supernet
-        check_training(space.largest(), ADAPT_BATCH, device, f"--adapt-steps: {settings.space}'s largest member",
-                       False, supernet_params, "use --adapt-steps 0, a device with more memory, or a smaller space")
+    if settings.adapt_steps or settings.rescore_top:  # candidates then train a little beside the supernet
+        option = "--adapt-steps" if settings.adapt_steps else "--rescore-top"
+        check_training(space.largest(), ADAPT_BATCH, device, f"{option}: {settings.space}'s largest member",
+                       False, supernet_params, f"use {option} 0, a device with more memory, or a smaller space")
     cache = LatencyCache()
     check_limits_feasible(space, settings.max_params, settings.max_macs)
     feasible = check_budget_feasible(space, settings.budget_ms, device, settings.threads, settings.runtime, cache)
@@ -106,13 +107,16 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: Splits, super
         finally:
             progress.close()
     return write_outputs(study, settings, space, supernet_path, str(device), run_dir, evaluator.remeasure,
-                         time.perf_counter() - began)
+                         time.perf_counter() - began, evaluator.rescore, log)
 
 
 def search_lines(result: dict[str, Any]) -> list[str]:
     """`search`'s result for a person: the winner, where its files are, and what to run next."""
     run_dir, device = Path(result["run_dir"]), result["device"]
-    return [f"best sub-network {result['arch_id']}: supernet val accuracy {result['val_accuracy_supernet']:.3f}, "
+    rescored = (f" ({result['val_accuracy_rescored']:.3f} after {result['rescore']['steps']} batches from scratch, "
+                f"the best of the {result['rescore']['top']} re-scored)" if "rescore" in result else "")
+    return [f"best sub-network {result['arch_id']}: supernet val accuracy {result['val_accuracy_supernet']:.3f}"
+            f"{rescored}, "
             f"latency {result['latency_ms']:.3f} ms (p90 {result['latency_p90_ms']:.3f} ms) within the "
             f"{result['budget_ms']:g} ms budget on {device['device']} ({device['runtime']})",
             f"best.yaml:  {run_dir / 'best.yaml'}",

@@ -55,10 +55,13 @@ class SearchSettings:
     address: str | None = None
     storage: str | None = None
     adapt_steps: int = 0  # training steps of each candidate alone before it is scored (nas.evaluate.adapt)
+    rescore_top: int = 0  # the most accurate feasible trials re-scored by short training from scratch (0: none)
+    rescore_steps: int = 60  # their training batches (nas.evaluate.scratch_accuracy)
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the original (trials may grow; how it runs may change)."""
-        free = ("trials", "space", "backend", "workers", "data_workers", "address", "storage", "predictor")
+        free = ("trials", "space", "backend", "workers", "data_workers", "address", "storage", "predictor",
+                "rescore_top", "rescore_steps")  # re-scoring follows the trials: a resumed search may change it
         return {k: v for k, v in asdict(self).items() if k not in free}
 
     def to_dict(self) -> dict[str, Any]:
