@@ -8,10 +8,12 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --supernet T.pt --run-dir R2 --standalone-from R   # another supernet, minutes
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R3 --standalone-from R --control-steps 30
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R4 --standalone retrain   # nas retrain's recipe, 75 min
-    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R0 --standalone retrain \
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R0 --standalone retrain \\
         --standalone-from bench/targets/hybrid_cpu-retrain-seed0     # the committed retrain target, minutes
     .venv/bin/python bench/rank.py --space search_spaces/cpu_small.yaml --subnets 10 --seeds 1   # quick
     .venv/bin/python bench/rank.py --pool R4 R5    # R4, R5: one supernet ranked on --seed 0 and --seed 1 samples
+    .venv/bin/python bench/rank.py --supernet S.pt --run-dir R6 --standalone retrain --control-steps 60 \\
+        --members-from runs/search/shortlist     # a search's re-scored shortlist: whose pick retrains better?
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
 over MACs and block families, each evaluated with the supernet's weights and trained standalone (--standalone
@@ -59,16 +61,17 @@ def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: i
 
 
 def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int | None, seed: int,
-         limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None, standalone: str) -> dict:
+         limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None, standalone: str,
+         members: list | None = None) -> dict:
     """What `nas supernet rank --space SPACE --supernet S --subnets N --standalone KIND [--epochs E] --seeds K
-    --adapt-steps A --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu, its table
-    printed; returns rank.json's content (with run_dir)."""
+    --adapt-steps A --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu (on the
+    `members` given, if any), its table printed; returns rank.json's content (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 
     result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
                                 limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps,
-                                standalone_from=standalone_from, standalone=standalone)
+                                standalone_from=standalone_from, standalone=standalone, members=members)
     print("\n".join(rank_lines(result)))
     return result
 
@@ -76,16 +79,16 @@ def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epo
 def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, seed: int,
                     limit_train: int | None) -> dict:
     """The baseline a supernet must beat: each ranked sub-network built from scratch (seed `seed`), trained alone
-    for `steps` batches (`nas.evaluate.adapt`, the batches `--adapt-steps` uses) and scored as the ranking scores
-    it. Returns Kendall tau against the standalone accuracies (with its bootstrap CI) and the seconds it took."""
+    for `steps` batches and scored on the ranking's splits (`nas.evaluate.scratch_accuracy`, as `nas search
+    --rescore-top` scores its shortlist). Returns Kendall tau against the standalone accuracies (with its bootstrap
+    CI) and the seconds it took."""
     import torch
 
     from nas.arch import Arch
     from nas.data import load_space_and_data
-    from nas.evaluate import adapt, inherited_accuracy
+    from nas.evaluate import scratch_accuracy
     from nas.rank import HELD_OUT, bootstrap_ci, kendall_tau_b
     from nas.runs import atomic_write
-    from supernet.network import build
 
     began = time.perf_counter()
     _, data = load_space_and_data(space_path, None, seed, limit_train, run_dir=rank_dir)
@@ -98,15 +101,37 @@ def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, s
     for row in result["subnets"]:
         arch = plan[row["arch_id"]]
         if arch.arch_id not in by_member:
-            torch.manual_seed(seed)
-            net = build(arch)
-            adapt(net, arch, data, steps, seed)
-            by_member[arch.arch_id] = inherited_accuracy(net, arch, data, HELD_OUT)
+            by_member[arch.arch_id] = scratch_accuracy(arch, data, steps, seed, torch.device("cpu"), HELD_OUT)
         scores.append(by_member[arch.arch_id])
         standalone.append(row["standalone"])
     atomic_write(saved_file, json.dumps({"steps": steps, "seed": seed, "scores": by_member}, indent=1).encode())
     return {"value": kendall_tau_b(scores, standalone), "ci95": bootstrap_ci(kendall_tau_b, scores, standalone),
-            "seconds": time.perf_counter() - began}
+            "seconds": time.perf_counter() - began, "steps": steps, "scores": by_member}
+
+
+def members_in(folder: Path) -> list:
+    """The archs of the YAML files in `folder` (arch files, or a search's best.yaml-like front or shortlist files),
+    in name order."""
+    from nas.arch import load_arch
+    from nas.errors import NasError
+
+    archs = [load_arch(path) for path in sorted(folder.glob("*.yaml"))]
+    if len(archs) < 3:
+        raise NasError(f"--members-from {folder}: {len(archs)} arch file(s); a ranking needs at least 3")
+    return archs
+
+
+def print_picks(rows: list[dict], control: dict | None) -> None:
+    """What each scorer would pick among the members (its most accurate), and that pick's standalone accuracy
+    against the best one's: the cost of trusting it, when it picks a search's winner from a shortlist."""
+    best = max(r["standalone"] for r in rows)
+    picks = [("supernet", max(rows, key=lambda r: r["inherited"]))]
+    if control is not None:
+        picks.append((f"control ({control['steps']} steps)",
+                      max(rows, key=lambda r: control["scores"][r["arch_id"]])))
+    for name, row in picks:
+        print(f"  {name + ' picks':28}: {row['arch_id']} ({row['family']}), standalone {row['standalone']:.4f}, "
+              f"{100 * (best - row['standalone']):.2f} points below the best member's {best:.4f}")
 
 
 def pooled(folders: list[Path]) -> None:
@@ -165,6 +190,10 @@ def main() -> None:
     parser.add_argument("--control-steps", type=int, default=0,
                         help="also rank by training each sub-network from scratch for this many batches: the "
                              "baseline the supernet must beat (default: 0, none)")
+    parser.add_argument("--members-from", metavar="FOLDER",
+                        help="rank these members instead of a stratified sample: the arch files in FOLDER, such as "
+                             "a search's shortlist/ (after --rescore-top K) or front/; prints which member the "
+                             "supernet and the control would pick, and what each pick gets standalone")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
@@ -191,7 +220,7 @@ def main() -> None:
     try:
         result = rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train,
                       args.seeds, args.adapt_steps, Path(args.standalone_from) if args.standalone_from else None,
-                      args.standalone)
+                      args.standalone, members_in(Path(args.members_from)) if args.members_from else None)
     except NasError as error:
         raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()
@@ -207,10 +236,13 @@ def main() -> None:
     if "seed_to_seed_tau" in result:
         print(f"  noise floor       : standalone seed vs seed, Kendall tau-b "
               f"{describe_statistic(result['seed_to_seed_tau'])}")
+    control = None
     if args.control_steps:
         control = scratch_control(args.space, rank_dir, result, args.control_steps, args.seed, args.limit_train)
         print(f"  control           : from scratch, {args.control_steps} steps each, Kendall tau-b "
               f"{describe_statistic(control)} ({control['seconds']:.0f} s)")
+    if args.members_from:
+        print_picks(rows, control)
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}, "
           f"range {min(r['ratio'] for r in rows):.3f} to {max(r['ratio'] for r in rows):.3f}")
     macs = [r["macs"] for r in rows]

@@ -166,9 +166,10 @@ def stratify(ordered: Sequence[T], count: int, rng: random.Random, key: Callable
 
 
 # ---- the ranking run ------------------------------------------------------------------------------------------
-def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: int, seed: int) -> list[Subnet]:
-    """The sub-networks of this run: read from `run_dir` when it holds the same ranking, else sampled and saved.
-    A folder holding anything else is refused, never overwritten."""
+def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: int, seed: int,
+          members: Sequence[Arch] | None = None) -> list[Subnet]:
+    """The sub-networks of this run: read from `run_dir` when it holds the same ranking, else sampled (or the
+    `members` given) and saved. A folder holding anything else is refused, never overwritten."""
     path = run_dir / "rank_plan.json"
     if path.is_file():
         plan = json.loads(path.read_text())
@@ -179,7 +180,7 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
         return [Subnet(Arch.from_dict(s["arch"], str(path)), s["macs"], s["params"]) for s in plan["subnets"]]
     if run_dir.exists() and any(run_dir.iterdir()):
         raise NasError(f"{run_dir} exists and is not a nas supernet rank folder; pass a new --run-dir")
-    subnets = stratified_sample(space, count, seed)
+    subnets = [measure_subnet(arch) for arch in members] if members else stratified_sample(space, count, seed)
     write_json(path, {"settings": settings, "subnets": [
         {"arch_id": s.arch.arch_id, "macs": s.macs, "params": s.params, "arch": s.arch.to_dict()} for s in subnets]})
     return subnets
@@ -188,12 +189,12 @@ def _plan(run_dir: Path, settings: dict[str, Any], space: "SearchSpace", count: 
 def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path: Path, data: Splits,
                   run_dir: Path, count: int, recipe: Recipe, device: torch.device,
                   log: Callable[[str], None] = print, seeds: int = 2, adapt_steps: int = 0,
-                  standalone_from: Path | None = None) -> dict[str, Any]:
-    """Rank `count` stratified sub-networks by supernet-inherited accuracy (after `adapt_steps` of their own
-    training, as the search scores them) and by standalone accuracy (the mean over `seeds` trainings with `recipe`,
-    seeded from its seed on, or the accuracies an earlier ranking `standalone_from` measured) in `run_dir`
-    (resuming it); `recipe.seed` also draws the sub-networks. Writes rank.json and rank.png and returns rank.json's
-    content."""
+                  standalone_from: Path | None = None, members: Sequence[Arch] | None = None) -> dict[str, Any]:
+    """Rank `count` stratified sub-networks (or the `members` given, such as a search's shortlist) by
+    supernet-inherited accuracy (after `adapt_steps` of their own training, as the search scores them) and by
+    standalone accuracy (the mean over `seeds` trainings with `recipe`, seeded from its seed on, or the accuracies
+    an earlier ranking `standalone_from` measured) in `run_dir` (resuming it); `recipe.seed` also draws the
+    sub-networks. Writes rank.json and rank.png and returns rank.json's content."""
     from tqdm import tqdm
 
     seed = recipe.seed
@@ -201,8 +202,10 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
                 "train_images": data.size("train"), "subnets": count, "epochs": recipe.epochs, "seed": seed,
                 "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps,
                 "recipe": asdict(recipe)}
+    if members:
+        settings["members"] = [arch.arch_id for arch in members]
     reused = earlier_standalone(standalone_from, settings) if standalone_from else {}  # checked before writing
-    subnets = _plan(run_dir, settings, space, count, seed)
+    subnets = _plan(run_dir, settings, space, count, seed, members)
     if reused:
         log(f"reusing the standalone accuracies of {len(reused)} sub-network(s) from {standalone_from}")
     data.save_split(run_dir)
@@ -311,12 +314,14 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
                        device: torch.device, data: str | None = None, seed: int = 0, limit_train: int | None = None,
                        run_dir: Path | None = None, log: Callable[[str], None] = print,
                        workers: int | None = None, seeds: int = 2, adapt_steps: int = 0,
-                       standalone_from: Path | None = None, standalone: str = "plain") -> dict[str, Any]:
+                       standalone_from: Path | None = None, standalone: str = "plain",
+                       members: Sequence[Arch] | None = None) -> dict[str, Any]:
     """`nas supernet rank`: `rank_supernet` for the supernet checkpoint at `supernet_file`, trained for the space
     at `space_file`, in `run_dir` (default: rank/ beside the checkpoint), `workers` loader processes, `seeds`
     standalone trainings a sub-network with the `standalone` recipe (`standalone_recipe`; `epochs` None: its own
-    length), `adapt_steps` as the search's, standalone accuracies reused from the ranking folder `standalone_from`.
-    The result carries its `run_dir`."""
+    length), `adapt_steps` as the search's, standalone accuracies reused from the ranking folder `standalone_from`,
+    the `members` given (with the space's classes) instead of a stratified sample. The result carries its
+    `run_dir`."""
     if count < 3 or (epochs is not None and epochs < 1) or not 1 <= seeds <= 5 or not 0 <= adapt_steps <= 10_000:
         raise NasError("--subnets must be at least 3, --epochs at least 1, --seeds 1 to 5 and --adapt-steps 0 to "
                        "10,000")
@@ -332,8 +337,11 @@ def rank_supernet_file(space_file: str | Path, supernet_file: Path, count: int, 
                    count_params(supernet), "use a device with more memory, or a smaller space")
     supernet = supernet.to(device)
     recipe = standalone_recipe(standalone, splits.size("train"), epochs, seed)
-    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, count, recipe, device, log, seeds,
-                           adapt_steps, standalone_from)
+    members = [arch.with_num_classes(space.num_classes) for arch in members or ()]
+    if any(not space.contains(arch) for arch in members):
+        raise NasError(f"a member given is not a sub-network of {space_file}")
+    result = rank_supernet(space, supernet, supernet_file, splits, run_dir, len(members) or count, recipe, device,
+                           log, seeds, adapt_steps, standalone_from, members)
     return {**result, "run_dir": str(run_dir)}
 
 
