@@ -228,9 +228,9 @@ def main() -> None:
     from nas.rank import describe_statistic, kendall_tau_b
 
     rows = result["subnets"]
-    print(f"\nsupernet ranking on {Path(args.space).name}: {len(rows)} sub-networks stratified over MACs and "
-          f"families, standalone the mean of {args.seeds} seed(s) of {result['settings']['epochs']} epoch(s), "
-          f"{args.standalone} recipe")
+    drawn = f"from {args.members_from}" if args.members_from else "stratified over MACs and families"
+    print(f"\nsupernet ranking on {Path(args.space).name}: {len(rows)} sub-networks {drawn}, standalone the mean "
+          f"of {args.seeds} seed(s) of {result['settings']['epochs']} epoch(s), {args.standalone} recipe")
     print(f"  Kendall tau-b     : {describe_statistic(result['kendall_tau'])}")
     print(f"  Spearman rho      : {describe_statistic(result['spearman_rho'])}")
     if "seed_to_seed_tau" in result:
