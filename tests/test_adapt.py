@@ -101,3 +101,37 @@ def test_a_search_re_scores_its_shortlist_by_short_training_from_scratch(tmp_pat
     assert not (run_dir / "shortlist").exists() and not (run_dir / "rescored.csv").exists()
     winner = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert "rescore" not in winner and winner["val_accuracy_supernet"] == max(float(r["val_acc"]) for r in trials)
+
+
+def test_a_shortlisted_member_over_the_budget_on_re_measurement_gives_way_to_the_next(tmp_path, tiny_space):
+    """The K re-scored are the most accurate that stay feasible when re-measured: one that does not is replaced by
+    the next (latency stands in here, as no real measurement can be made to exceed the budget on demand)."""
+    import random
+    from types import SimpleNamespace
+
+    import optuna
+
+    from nas.search.outputs import rescored_shortlist
+    from nas.search.study import SearchSettings
+
+    members = list({a.arch_id: a for a in (tiny_space.sample(random.Random(s)) for s in range(40))}.values())[:4]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, arch in zip((0.9, 0.8, 0.7, 0.6), members):
+        trial = study.ask()
+        for key, value in {"arch": arch.to_dict(), "arch_id": arch.arch_id, "latency_p90_ms": 1.0,
+                           "latency_source": "measured", "params": 1}.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("latency", -1.0)
+        study.tell(trial, [accuracy, 1.0])
+    slow = members[1].arch_id  # within the budget in its trial, over it when measured again
+
+    def remeasure(arch, median_ms, p90_ms):
+        return SimpleNamespace(median_ms=1.0, p90_ms=3.0 if arch.arch_id == slow else 1.5), 10
+
+    scores = {members[0].arch_id: 0.5, members[2].arch_id: 0.6, members[3].arch_id: 0.7}
+    settings = SearchSettings(space="tiny", latency_budget="2ms", budget_ms=2.0, rescore_top=2)
+    logged = []
+    rows = rescored_shortlist(study.get_trials(), [], settings, tiny_space, remeasure,
+                              lambda arch: scores[arch.arch_id], tmp_path, logged.append)
+    assert [r["arch_id"] for r in rows] == [members[2].arch_id, members[0].arch_id]  # best re-scored first
+    assert any(slow in line and "exceeds the budget" in line for line in logged)

@@ -65,13 +65,11 @@ def _remeasured(trial: optuna.trial.FrozenTrial, space: SearchSpace, remeasure: 
 def rescored_shortlist(complete: list[optuna.trial.FrozenTrial], front: list[dict[str, Any]],
                        settings: SearchSettings, space: SearchSpace, remeasure: Remeasure, rescore: Rescore,
                        run_dir: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The `rescore_top` most accurate feasible trials (one per member), re-measured; those still within the budget,
+    """The `rescore_top` most accurate feasible trials (one per member) that stay within the budget when re-measured,
     trained from scratch for `rescore_steps` batches, most accurate by that score first (ties: by the supernet's)."""
-    shortlist: dict[str, optuna.trial.FrozenTrial] = {}
+    candidates: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in sorted((t for t in complete if is_feasible(t)), key=lambda t: (-t.values[0], t.values[1])):
-        if len(shortlist) == settings.rescore_top:
-            break
-        shortlist.setdefault(trial.user_attrs["arch_id"], trial)
+        candidates.setdefault(trial.user_attrs["arch_id"], trial)
     saved_path, key = run_dir / RESCORED, {"steps": settings.rescore_steps, "seed": settings.seed}
     try:
         saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
@@ -79,19 +77,21 @@ def rescored_shortlist(complete: list[optuna.trial.FrozenTrial], front: list[dic
         saved = {}
     scores = saved.get("scores", {}) if isinstance(saved, dict) and saved.get("key") == key else {}
     on_front = {row["arch_id"]: row for row in front}
-    rows = []
-    for place, (arch_id, trial) in enumerate(shortlist.items(), 1):
+    rows: list[dict[str, Any]] = []
+    for arch_id, trial in candidates.items():
+        if len(rows) == settings.rescore_top:
+            break
         row = on_front.get(arch_id) or _remeasured(trial, space, remeasure, settings.budget_ms)
-        if not row["remeasured_feasible"]:
-            log(f"re-scoring {place}/{len(shortlist)}: {arch_id} left out, its re-measured p90 "
-                f"{row['remeasured_p90_ms']:.3f} ms exceeds the budget")
+        if not row["remeasured_feasible"]:  # the next most accurate takes its place
+            log(f"re-scoring: {arch_id} left out, its re-measured p90 {row['remeasured_p90_ms']:.3f} ms exceeds "
+                "the budget")
             continue
         if arch_id not in scores:
             began = time.perf_counter()
             scores[arch_id] = rescore(row["_arch"])
             atomic_write(saved_path, json.dumps({"key": key, "scores": scores}, indent=1).encode())
-            log(f"re-scoring {place}/{len(shortlist)}: {arch_id} supernet {row['val_acc']:.3f}, after "
-                f"{settings.rescore_steps} batches from scratch {scores[arch_id]:.3f} "
+            log(f"re-scoring {len(rows) + 1}/{settings.rescore_top}: {arch_id} supernet {row['val_acc']:.3f}, "
+                f"after {settings.rescore_steps} batches from scratch {scores[arch_id]:.3f} "
                 f"({time.perf_counter() - began:.1f} s)")
         rows.append({**row, "rescored_acc": round(scores[arch_id], 4)})
     return sorted(rows, key=lambda row: (-row["rescored_acc"], -row["val_acc"], row["remeasured_ms"]))
