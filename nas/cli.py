@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--adapt-steps", type=ADAPT_STEPS, help=ADAPT_HELP)
     search.add_argument("--rescore-top", type=RESCORE_TOP, metavar="K", help="after the trials, train the K most "
                         "accurate feasible ones from scratch for --rescore-steps batches each and pick the winner "
-                        "by that score, which ranks members closer to full training than the supernet does "
+                        "by that score, which ranked members closer to full training than the supernet on hybrid_cpu "
                         "(default: 0, off)")
     search.add_argument("--rescore-steps", type=RESCORE_STEPS, metavar="N", help="training batches of each "
                         "re-scored member (default: 60)")
