@@ -98,13 +98,13 @@ def rescored_shortlist(complete: list[optuna.trial.FrozenTrial], front: list[dic
 
 
 def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSpace, supernet_path: Path,
-                  device_name: str, run_dir: Path, remeasure: Remeasure, seconds: float,
-                  rescore: Rescore | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  device_name: str, run_dir: Path, remeasure: Remeasure, rescore: Rescore, seconds: float,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write trials.csv, pareto.csv and pareto.png; re-measure the front and write best.yaml from it.
 
     Every Pareto point is measured again carefully; the winner is the most accurate point whose re-measured
-    p90 meets the budget, and best.yaml carries that measurement. With `settings.rescore_top` (and `rescore`), the
-    winner is instead the best of `rescored_shortlist`, which is written to shortlist/ and rescored.csv.
+    p90 meets the budget, and best.yaml carries that measurement. With `settings.rescore_top`, the winner is
+    instead the best of `rescored_shortlist`, which is written to shortlist/ and rescored.csv.
     """
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     rows = [_row(t, space) for t in complete]
@@ -150,7 +150,7 @@ def write_outputs(study: optuna.Study, settings: SearchSettings, space: SearchSp
     ranked = sorted(confirmed, key=lambda row: (-row["val_acc"], row["remeasured_ms"]))
     _write_candidates(run_dir / "front", ranked, summary_of)  # for `nas retrain --top K`
     shortlist = (rescored_shortlist(complete, front, settings, space, remeasure, rescore, run_dir, log)
-                 if settings.rescore_top and rescore is not None else [])
+                 if settings.rescore_top else [])
     _write_candidates(run_dir / "shortlist", shortlist, summary_of)  # `nas retrain --top K` prefers it
     if shortlist:
         _write_csv(run_dir / "rescored.csv", [{k: v for k, v in row.items() if not k.startswith("_")}

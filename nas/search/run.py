@@ -107,7 +107,7 @@ def run_search(settings: SearchSettings, space: SearchSpace, data: Splits, super
         finally:
             progress.close()
     return write_outputs(study, settings, space, supernet_path, str(device), run_dir, evaluator.remeasure,
-                         time.perf_counter() - began, evaluator.rescore, log)
+                         evaluator.rescore, time.perf_counter() - began, log)
 
 
 def search_lines(result: dict[str, Any]) -> list[str]:
