@@ -121,14 +121,34 @@ def members_in(folder: Path) -> list:
     return archs
 
 
-def print_picks(rows: list[dict], control: dict | None) -> None:
+def search_picks(folder: Path) -> dict[str, str]:
+    """The winners a search chose among the files in `folder` when it is the search's shortlist/ or front/: the
+    member its supernet scored best (on the validation images, which the ranking's "supernet picks" line does not
+    use alone) and, when it re-scored, the member its best.yaml names. Empty for other folders."""
+    from nas.arch import read_yaml
+
+    files = [read_yaml(path) for path in sorted(folder.glob("*.yaml"))]
+    if not all(isinstance(f, dict) and "val_accuracy_supernet" in f for f in files):
+        return {}
+    picks = {"search (supernet)": max(files, key=lambda f: f["val_accuracy_supernet"])["arch_id"]}
+    best_file = folder.parent / "best.yaml"
+    best = read_yaml(best_file) if best_file.is_file() else None
+    if isinstance(best, dict) and "val_accuracy_rescored" in best:
+        picks["search (re-scored)"] = best["arch_id"]
+    return picks
+
+
+def print_picks(rows: list[dict], control: dict | None, searched: dict[str, str]) -> None:
     """What each scorer would pick among the members (its most accurate), and that pick's standalone accuracy
-    against the best one's: the cost of trusting it, when it picks a search's winner from a shortlist."""
+    against the best one's: the cost of trusting it, when it picks a search's winner from a shortlist. `searched`
+    adds the picks the search itself made (`search_picks`)."""
     best = max(r["standalone"] for r in rows)
+    by_id = {r["arch_id"]: r for r in rows}
     picks = [("supernet", max(rows, key=lambda r: r["inherited"]))]
     if control is not None:
         picks.append((f"control ({control['steps']} steps)",
                       max(rows, key=lambda r: control["scores"][r["arch_id"]])))
+    picks += [(name, by_id[arch_id]) for name, arch_id in searched.items() if arch_id in by_id]
     for name, row in picks:
         print(f"  {name + ' picks':28}: {row['arch_id']} ({row['family']}), standalone {row['standalone']:.4f}, "
               f"{100 * (best - row['standalone']):.2f} points below the best member's {best:.4f}")
@@ -242,7 +262,7 @@ def main() -> None:
         print(f"  control           : from scratch, {args.control_steps} steps each, Kendall tau-b "
               f"{describe_statistic(control)} ({control['seconds']:.0f} s)")
     if args.members_from:
-        print_picks(rows, control)
+        print_picks(rows, control, search_picks(Path(args.members_from)))
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}, "
           f"range {min(r['ratio'] for r in rows):.3f} to {max(r['ratio'] for r in rows):.3f}")
     macs = [r["macs"] for r in rows]
