@@ -23,7 +23,8 @@ tau between the first two seeds' standalone accuracies: how far standalone train
 itself, which bounds the tau any supernet can reach against it), each family's median inherited / standalone
 ratio and the wall time of each stage. --run-dir resumes (or reuses) a ranking folder. --control-steps N adds the
 baseline a supernet must beat: the same sub-networks trained from scratch for N batches each and scored the same
-way, their Kendall tau against the same standalone accuracies (saved as control-N.json in the ranking folder).
+way, their Kendall tau against the same standalone accuracies (saved as control-N.json in the ranking folder), and
+that of scoring each member by the mean of its supernet and control ranks.
 --pool reads ranking folders of one supernet on different samples (--seed) and prints the same statistics over
 all their members, the control's too where every folder has it: 20 members leave an interval about 0.3 wide
 either side, and a setting can pass on one sample of 20 and fail on the next.
@@ -109,6 +110,14 @@ def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, s
             "seconds": time.perf_counter() - began, "steps": steps, "scores": by_member}
 
 
+def mean_rank_tau(inherited: list[float], control: list[float], standalone: list[float]) -> dict:
+    """Kendall tau (with its bootstrap CI) of scoring each member by the mean of its rank on the supernet and its
+    rank in the scratch control: the two err differently, so together they can order members better than either."""
+    from nas.rank import average_ranks, rank_statistics
+
+    return rank_statistics(list(average_ranks(inherited) + average_ranks(control)), standalone)["kendall_tau"]
+
+
 def members_in(folder: Path) -> list:
     """The archs of the YAML files in `folder` (arch files, or a search's best.yaml-like front or shortlist files),
     in name order."""
@@ -186,9 +195,12 @@ def pooled(folders: list[Path]) -> None:
         for folder in folders:
             scores = {**json.loads((folder / f"control-{steps}.json").read_text())["scores"], **scores}
         if all(row["arch_id"] in scores for row in result["subnets"]):
-            tau = rank_statistics([scores[row["arch_id"]] for row in result["subnets"]],
-                                  [row["standalone"] for row in result["subnets"]])["kendall_tau"]
+            control = [scores[row["arch_id"]] for row in result["subnets"]]
+            standalone = [row["standalone"] for row in result["subnets"]]
+            tau = rank_statistics(control, standalone)["kendall_tau"]
+            both = mean_rank_tau([row["inherited"] for row in result["subnets"]], control, standalone)
             print(f"  control           : from scratch, {steps} steps each, Kendall tau-b {describe_statistic(tau)}")
+            print(f"  supernet + control: the mean of the two ranks, Kendall tau-b {describe_statistic(both)}")
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}")
 
 
@@ -261,6 +273,9 @@ def main() -> None:
         control = scratch_control(args.space, rank_dir, result, args.control_steps, args.seed, args.limit_train)
         print(f"  control           : from scratch, {args.control_steps} steps each, Kendall tau-b "
               f"{describe_statistic(control)} ({control['seconds']:.0f} s)")
+        both = mean_rank_tau([r["inherited"] for r in rows], [control["scores"][r["arch_id"]] for r in rows],
+                             [r["standalone"] for r in rows])
+        print(f"  supernet + control: the mean of the two ranks, Kendall tau-b {describe_statistic(both)}")
     if args.members_from:
         print_picks(rows, control, search_picks(Path(args.members_from)))
     print(f"  inherited / standalone accuracy: median {result['median_ratio']:.3f}, "
