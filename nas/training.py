@@ -35,13 +35,16 @@ if TYPE_CHECKING:
 
 def optimizer_and_schedule(model: torch.nn.Module, lr: float, weight_decay: float, epochs: int, warmup_epochs: int,
                            steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Scheduler]:
-    """timm AdamW (no weight decay on norms and biases) and a per-step cosine schedule with linear warm-up."""
+    """timm AdamW (no weight decay on norms and biases) and a per-step cosine schedule with linear warm-up. The
+    warm-up takes at most half the steps: one as long as the schedule would end it at the peak rate, undecayed (a
+    one-epoch training on a large set)."""
     import timm.optim
     import timm.scheduler
 
+    steps = epochs * steps_per_epoch
     optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay)
     scheduler = timm.scheduler.CosineLRScheduler(
-        optimizer, t_initial=epochs * steps_per_epoch, lr_min=lr * 0.01, warmup_t=warmup_epochs * steps_per_epoch,
+        optimizer, t_initial=steps, lr_min=lr * 0.01, warmup_t=min(warmup_epochs * steps_per_epoch, steps // 2),
         warmup_lr_init=lr * 0.01, t_in_epochs=False)
     return optimizer, scheduler
 

@@ -12,7 +12,7 @@ import yaml
 from nas.errors import NasError
 from nas.runs import load_checkpoint
 from nas.supernet_training import TrainConfig, load_supernet, sandwich_members, train_config, train_supernet
-from nas.training import adaptive_alpha_divergence, alpha_divergence
+from nas.training import adaptive_alpha_divergence, alpha_divergence, optimizer_and_schedule
 from tests.conftest import ROOT, TINY_SPACE
 
 
@@ -188,6 +188,18 @@ def _divergence_inputs():
     student = torch.randn(6, 10, generator=generator, dtype=torch.float64)
     teacher = (student + torch.randn(6, 10, generator=generator, dtype=torch.float64)).log_softmax(dim=-1)
     return student.requires_grad_(), teacher
+
+
+def test_a_warm_up_as_long_as_the_schedule_is_cut_to_half_so_the_rate_still_decays():
+    model = torch.nn.Linear(2, 2)
+    optimizer, schedule = optimizer_and_schedule(model, 1e-3, 0.0, epochs=1, warmup_epochs=1, steps_per_epoch=10)
+    rates = []
+    for step in range(10):
+        schedule.step_update(step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert schedule.warmup_t == 5 and rates[5:] == sorted(rates[5:], reverse=True) and rates[-1] < 0.05 * max(rates)
+    _, long_schedule = optimizer_and_schedule(model, 1e-3, 0.0, epochs=3, warmup_epochs=1, steps_per_epoch=10)
+    assert long_schedule.warmup_t == 10  # shorter than half the steps: as asked
 
 
 @pytest.mark.parametrize("alpha", [-1.0, 0.0, 0.5, 1.0, 2.0])
