@@ -230,7 +230,8 @@ def train_standalone(arch: Arch, data: Splits, recipe: Recipe, device: torch.dev
             seed_epoch(recipe.seed, epoch)
             model.train()
             began = time.perf_counter()
-            total = run_epoch(batches, epoch, f"retrain epoch {epoch + 1}/{recipe.epochs}", scheduler, train_batch)
+            total = run_epoch(batches, epoch, f"retrain epoch {epoch + 1}/{recipe.epochs}", scheduler,
+                              train_batch, log=log)
             skipped = data.note_skipped(log, skipped)
             if not main:
                 continue

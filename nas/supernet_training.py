@@ -288,7 +288,7 @@ def _train(space: SearchSpace, data: Splits, out_dir: Path, config: TrainConfig,
                     save(epoch, done_steps, loss, earlier_seconds + time.perf_counter() - began)
 
             total_loss = run_epoch(batches, epoch, f"supernet epoch {epoch + 1}/{config.epochs}", scheduler,
-                                   train_batch, done, carried_loss, save_mid_epoch)
+                                   train_batch, done, carried_loss, save_mid_epoch, log)
             skipped = data.note_skipped(log, skipped)
             seconds = earlier_seconds + time.perf_counter() - began
             if main:

@@ -7,7 +7,8 @@ with loss scaling (GradScaler); losses are computed in float32. Elsewhere everyt
 Several processes: under `torchrun` (WORLD_SIZE > 1) the ranks join a process group (gloo on CPU, nccl on CUDA,
 one GPU per LOCAL_RANK) and each reads and trains on its part of every global batch (`nas.data.EpochBatches`).
 Each rank's loss is weighted by its share of the batch, so DDP's average over ranks is the whole batch's gradient.
-Only rank 0 shows the progress bar.
+Only rank 0 shows the progress bar; where it has no terminal (a log file, a batch job) it logs a progress line
+every minute instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -195,19 +197,27 @@ def batch_loss(net: torch.nn.Module, weighted: torch.Tensor) -> float:
     return weighted.item() / dist.get_world_size()
 
 
+PROGRESS_LOG_SECONDS = 60.0  # between progress lines where there is no progress bar
+
+
 def run_epoch(batches: Batches, epoch: int, desc: str, scheduler: Scheduler,
               train_batch: Callable[[torch.Tensor, torch.Tensor, float, int], float], done: int = 0,
-              loss: float = 0.0, after_step: Callable[[int, float], None] | None = None) -> float:
+              loss: float = 0.0, after_step: Callable[[int, float], None] | None = None,
+              log: Callable[[str], None] | None = None) -> float:
     """One epoch of optimiser steps on this rank's part of epoch `epoch`'s batches, under a progress bar (rank 0's
     only): `train_batch(x, y, share, global step)` returns each step's loss (`Batches.epoch` says what share is).
     Returns `loss` (the sum carried over from before a restart) plus the losses of the steps run. The first `done`
     steps were done before a restart and are not drawn again. `after_step(steps done in the epoch, summed loss)`
-    follows every step (the supernet's mid-epoch checkpoints)."""
+    follows every step (the supernet's mid-epoch checkpoints). Without a terminal, rank 0 sends `log` a line of
+    progress every PROGRESS_LOG_SECONDS instead of the bar: an ImageNet epoch takes hours."""
     from tqdm import tqdm
 
     steps = len(batches)
+    main = rank_and_world()[0] == 0
     bar = tqdm(batches.epoch(epoch, done), total=steps, initial=done, leave=False, desc=desc,
-               disable=None if rank_and_world()[0] == 0 else True)
+               disable=None if main else True)
+    log_progress = log if main and bar.disable else None
+    began = last_line = time.monotonic()
     for step, (x, y, share) in enumerate(bar, done):
         global_step = epoch * steps + step
         scheduler.step_update(global_step)
@@ -216,6 +226,11 @@ def run_epoch(batches: Batches, epoch: int, desc: str, scheduler: Scheduler,
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if after_step is not None:
             after_step(step + 1, loss)
+        now = time.monotonic()
+        if log_progress is not None and now - last_line >= PROGRESS_LOG_SECONDS and step + 1 < steps:
+            last_line, per_step = now, (now - began) / (step + 1 - done)
+            log_progress(f"{desc}: step {step + 1}/{steps}, loss {step_loss:.3f}, {1 / per_step:.2f} steps/s, "
+                         f"about {(steps - step - 1) * per_step / 60:.0f} min left in the epoch")
     return loss
 
 

@@ -26,6 +26,16 @@ def test_sandwich_training_writes_a_checkpoint_every_epoch(tiny_space, small_dat
     assert load_supernet(path, space).space.space_hash == space.space_hash
 
 
+def test_without_a_terminal_an_epoch_logs_its_progress(tiny_space, small_data, tmp_path, monkeypatch):
+    monkeypatch.setattr("nas.training.PROGRESS_LOG_SECONDS", 0.0)  # a line after every step but the last
+    lines = []
+    space = tiny_space.with_num_classes(small_data.num_classes)
+    train_supernet(space, small_data, tmp_path, TrainConfig(epochs=1, batch_size=64), torch.device("cpu"),
+                   log=lines.append)
+    progress = [line for line in lines if line.startswith("supernet epoch 1/1: step ")]
+    assert progress and "steps/s" in progress[0] and "min left in the epoch" in progress[0]
+
+
 def test_checkpoint_errors_are_one_clear_line(tiny_space, small_data, tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
