@@ -1,5 +1,5 @@
-"""How well a supernet ranks its sub-networks on the embedded data (CPU): Kendall tau, Spearman rho, the noise
-floor, inherited / standalone accuracy by family, wall time.
+"""How well a supernet ranks its sub-networks (CPU; the embedded data unless --data): Kendall tau, Spearman rho,
+the noise floor, inherited / standalone accuracy by family, wall time.
 
     .venv/bin/python bench/rank.py                          # hybrid_cpu: train a supernet (6 epochs), rank 20
     .venv/bin/python bench/rank.py --epochs 25 --rank-epochs 12                      # the issue's setting, hours
@@ -14,6 +14,8 @@ floor, inherited / standalone accuracy by family, wall time.
     .venv/bin/python bench/rank.py --pool R4 R5    # R4, R5: one supernet ranked on --seed 0 and --seed 1 samples
     .venv/bin/python bench/rank.py --supernet S.pt --run-dir R6 --standalone retrain --control-steps 60 \\
         --members-from runs/search/shortlist     # a search's re-scored shortlist: whose pick retrains better?
+    .venv/bin/python bench/rank.py --supernet F.pt --data fashion_mnist_full.npz --rank-epochs 1 --run-dir R7
+        # on the whole Fashion-MNIST (scripts/make_embedded_data.py --all): 54k training, 16k scoring images
 
 Trains a supernet (unless --supernet is given), then ranks it as `nas supernet rank` does: sub-networks stratified
 over MACs and block families, each evaluated with the supernet's weights and trained standalone (--standalone
@@ -47,14 +49,15 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: int | None) -> Path:
-    """What `nas supernet train --space SPACE --run-dir RUN --epochs N --seed S [--limit-train N]` does, with that
-    command's defaults (batch 128, kl distillation, a checkpoint every 20 steps, cpu); returns the checkpoint."""
+def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: int | None, data: str | None) -> Path:
+    """What `nas supernet train --space SPACE --run-dir RUN --epochs N --seed S [--data D] [--limit-train N]`
+    does, with that command's defaults (batch 128, kl distillation, a checkpoint every 20 steps, cpu); returns the
+    checkpoint."""
     from nas.latency import resolve_device
     from nas.supernet_training import TrainConfig, train_supernet_run
 
     config = TrainConfig(epochs=epochs, batch_size=128, seed=seed, distill="kl", checkpoint_every=20)
-    result = train_supernet_run(space_path, config, resolve_device("cpu"), None, limit_train, run_dir, log)
+    result = train_supernet_run(space_path, config, resolve_device("cpu"), data, limit_train, run_dir, log)
     last = result["history"][-1]
     print(f"supernet checkpoint: {result['checkpoint']}\nlargest member val accuracy {last['val_acc_largest']:.3f}, "
           f"smallest {last['val_acc_smallest']:.3f}")
@@ -63,14 +66,14 @@ def train(space_path: str, run_dir: Path, epochs: int, seed: int, limit_train: i
 
 def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epochs: int | None, seed: int,
          limit_train: int | None, seeds: int, adapt_steps: int, standalone_from: Path | None, standalone: str,
-         members: list | None = None) -> dict:
+         members: list | None = None, data: str | None = None) -> dict:
     """What `nas supernet rank --space SPACE --supernet S --subnets N --standalone KIND [--epochs E] --seeds K
-    --adapt-steps A --run-dir RUN --seed S [--limit-train N] [--standalone-from R]` does on the cpu (on the
+    --adapt-steps A --run-dir RUN --seed S [--data D] [--limit-train N] [--standalone-from R]` does on the cpu (on the
     `members` given, if any), its table printed; returns rank.json's content (with run_dir)."""
     from nas.latency import resolve_device
     from nas.rank import rank_lines, rank_supernet_file
 
-    result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), None, seed,
+    result = rank_supernet_file(space_path, supernet_path, subnets, epochs, resolve_device("cpu"), data, seed,
                                 limit_train, rank_dir, log, seeds=seeds, adapt_steps=adapt_steps,
                                 standalone_from=standalone_from, standalone=standalone, members=members)
     print("\n".join(rank_lines(result)))
@@ -78,7 +81,7 @@ def rank(space_path: str, supernet_path: Path, rank_dir: Path, subnets: int, epo
 
 
 def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, seed: int,
-                    limit_train: int | None) -> dict:
+                    limit_train: int | None, data: str | None = None) -> dict:
     """The baseline a supernet must beat: each ranked sub-network built from scratch (seed `seed`), trained alone
     for `steps` batches and scored on the ranking's splits (`nas.evaluate.scratch_accuracy`, as `nas search
     --rescore-top` scores its shortlist). Returns Kendall tau against the standalone accuracies (with its bootstrap
@@ -92,7 +95,7 @@ def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, s
     from nas.runs import atomic_write
 
     began = time.perf_counter()
-    _, data = load_space_and_data(space_path, None, seed, limit_train, run_dir=rank_dir)
+    _, splits = load_space_and_data(space_path, data, seed, limit_train, run_dir=rank_dir)
     plan = {s["arch_id"]: Arch.from_dict(s["arch"]) for s in json.loads((rank_dir / "rank_plan.json").read_text())[
         "subnets"]}
     saved_file = rank_dir / f"control-{steps}.json"
@@ -102,7 +105,7 @@ def scratch_control(space_path: str, rank_dir: Path, result: dict, steps: int, s
     for row in result["subnets"]:
         arch = plan[row["arch_id"]]
         if arch.arch_id not in by_member:
-            by_member[arch.arch_id] = scratch_accuracy(arch, data, steps, seed, torch.device("cpu"), HELD_OUT)
+            by_member[arch.arch_id] = scratch_accuracy(arch, splits, steps, seed, torch.device("cpu"), HELD_OUT)
         scores.append(by_member[arch.arch_id])
         standalone.append(row["standalone"])
     atomic_write(saved_file, json.dumps({"steps": steps, "seed": seed, "scores": by_member}, indent=1).encode())
@@ -226,6 +229,9 @@ def main() -> None:
                         help="rank these members instead of a stratified sample: the arch files in FOLDER, such as "
                              "a search's shortlist/ (after --rescore-top K) or front/; prints which member the "
                              "supernet and the control would pick, and what each pick gets standalone")
+    parser.add_argument("--data", help="the images (an image folder or .npz, as `nas supernet train --data`; "
+                        "default: the embedded set), such as the full Fashion-MNIST from "
+                        "scripts/make_embedded_data.py --all")
     parser.add_argument("--limit-train", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", help="the ranking folder (default: a new temporary one); resumed if it exists")
@@ -244,7 +250,7 @@ def main() -> None:
     supernet = Path(args.supernet) if args.supernet else None
     if supernet is None:
         try:
-            supernet = train(args.space, work / "supernet", args.epochs, args.seed, args.limit_train)
+            supernet = train(args.space, work / "supernet", args.epochs, args.seed, args.limit_train, args.data)
         except NasError as error:
             raise SystemExit(f"supernet training failed: {error}")
     trained = time.perf_counter()
@@ -252,7 +258,7 @@ def main() -> None:
     try:
         result = rank(args.space, supernet, rank_dir, args.subnets, args.rank_epochs, args.seed, args.limit_train,
                       args.seeds, args.adapt_steps, Path(args.standalone_from) if args.standalone_from else None,
-                      args.standalone, members_in(Path(args.members_from)) if args.members_from else None)
+                      args.standalone, members_in(Path(args.members_from)) if args.members_from else None, args.data)
     except NasError as error:
         raise SystemExit(f"ranking failed: {error}")
     ranked = time.perf_counter()
@@ -270,7 +276,8 @@ def main() -> None:
               f"{describe_statistic(result['seed_to_seed_tau'])}")
     control = None
     if args.control_steps:
-        control = scratch_control(args.space, rank_dir, result, args.control_steps, args.seed, args.limit_train)
+        control = scratch_control(args.space, rank_dir, result, args.control_steps, args.seed, args.limit_train,
+                                  args.data)
         print(f"  control           : from scratch, {args.control_steps} steps each, Kendall tau-b "
               f"{describe_statistic(control)} ({control['seconds']:.0f} s)")
         both = mean_rank_tau([r["inherited"] for r in rows], [control["scores"][r["arch_id"]] for r in rows],
