@@ -262,12 +262,15 @@ def _payload(path):
 
 
 # One thread: bit-equal results need the same thread count in every run, and on a busy machine it is much faster
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+def one_thread() -> dict[str, str]:
+    """The environment at the call: the session's NAS_CACHE_DIR (set by a fixture after import) included, so that
+    these jobs never share device locks with nas jobs outside the tests."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _kill_after_first_checkpoint(command, checkpoint):
     process = subprocess.Popen([sys.executable, "-m", "nas", *command], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=ONE_THREAD)
+                               stderr=subprocess.DEVNULL, env=one_thread())
     deadline = time.time() + 120
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -295,14 +298,14 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
         checkpoint, final = "checkpoint.pt", "model.pt"
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     uninterrupted_run = subprocess.Popen([sys.executable, "-m", "nas", *map(str, command(straight))], cwd=ROOT,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=one_thread())
     payload = _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
     if job.endswith("supernet"):
         assert payload["step"] > 0  # killed mid-epoch
     else:
         assert payload["epoch"] < 3
     result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(killed))], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env=ONE_THREAD)
+                            capture_output=True, text=True, timeout=300, env=one_thread())
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr
     assert uninterrupted_run.wait(timeout=300) == 0, uninterrupted_run.stderr.read()
