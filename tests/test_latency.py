@@ -149,12 +149,14 @@ def test_a_corrupt_cache_is_rebuilt_with_a_warning_never_trusted(tmp_path):
     assert LatencyCache(path).get("c") == {"median_ms": 2.0, "p90_ms": 2.5}
 
 
-def test_measurements_wait_while_another_process_trains(tiny_space):
-    """Training holds the device's shared lock; a measurement (exclusive) starts only after it is released."""
+def test_measurements_wait_while_another_process_trains_and_say_so(tiny_space, monkeypatch, capsys):
+    """Training holds the device's shared lock; a measurement (exclusive) starts only after it is released, and a
+    long wait is announced."""
     import subprocess
     import sys
     import time
 
+    monkeypatch.setattr("nas.latency.cache.LOCK_WAIT_NOTICE_SECONDS", 0.5)
     hold = 2.0
     trainer = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom nas.latency import device_lock\n"
@@ -166,6 +168,7 @@ def test_measurements_wait_while_another_process_trains(tiny_space):
     waited = time.perf_counter() - began
     trainer.wait()
     assert waited >= hold - 0.5, waited
+    assert "nas: waiting for cpu: another nas process trains, evaluates or measures on it" in capsys.readouterr().err
 
 
 def test_unknown_runtime():

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -71,12 +72,24 @@ def cache_key(arch_id: str, fingerprint_id: str, runtime: str, batch: int, resol
     return f"{arch_id}|{fingerprint_id}|{runtime}|b{batch}|r{resolution}|{dtype}"
 
 
+LOCK_WAIT_NOTICE_SECONDS = 10.0
+
+
 @contextlib.contextmanager
-def _locked(path: Path, exclusive: bool) -> Iterator[int]:
+def _locked(path: Path, exclusive: bool, waiting: str | None = None) -> Iterator[int]:
+    """flock `path`; print `waiting` (if given) when that takes over LOCK_WAIT_NOTICE_SECONDS (the short waits of a
+    search's own trials stay quiet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    notice = threading.Timer(LOCK_WAIT_NOTICE_SECONDS, print, [f"nas: {waiting}"], {"file": sys.stderr, "flush": True})
+    notice.daemon = True
+    if waiting:
+        notice.start()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            notice.cancel()
         yield fd
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -87,9 +100,12 @@ def device_lock(device: torch.device | str, exclusive: bool) -> contextlib.Abstr
     """Measurements take it exclusively, training and evaluation shared: they never overlap on one device.
 
     A process must not ask for the exclusive lock while it holds the shared one (flock would wait on itself).
+    A process that has to wait says so: otherwise a measurement behind a day-long training looks hung.
     """
     name = str(device).replace(":", "")
-    return _locked(cache_dir() / "locks" / f"device-{name}.lock", exclusive)
+    path = cache_dir() / "locks" / f"device-{name}.lock"
+    return _locked(path, exclusive, f"waiting for {device}: another nas process trains, evaluates or measures on it "
+                                    f"(lock {path})")
 
 
 class LatencyCache:
