@@ -299,16 +299,19 @@ def test_a_killed_job_resumes_to_the_same_weights(job, tiny_space, tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     uninterrupted_run = subprocess.Popen([sys.executable, "-m", "nas", *map(str, command(straight))], cwd=ROOT,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=one_thread())
-    payload = _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
-    if job.endswith("supernet"):
-        assert payload["step"] > 0  # killed mid-epoch
-    else:
-        assert payload["epoch"] < 3
-    result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(killed))], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env=one_thread())
-    assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stderr
-    assert uninterrupted_run.wait(timeout=300) == 0, uninterrupted_run.stderr.read()
+    try:  # a failure must not leave the uninterrupted run behind
+        payload = _kill_after_first_checkpoint([str(a) for a in command(killed)], killed / checkpoint)
+        if job.endswith("supernet"):
+            assert payload["step"] > 0  # killed mid-epoch
+        else:
+            assert payload["epoch"] < 3
+        result = subprocess.run([sys.executable, "-m", "nas", *map(str, command(killed))], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300, env=one_thread())
+        assert result.returncode == 0, result.stderr
+        assert "resuming" in result.stderr
+        assert uninterrupted_run.wait(timeout=300) == 0, uninterrupted_run.stderr.read()
+    finally:
+        uninterrupted_run.kill()
     resumed, uninterrupted = _payload(killed / final), _payload(straight / final)
     assert resumed["model"].keys() == uninterrupted["model"].keys()
     for name in resumed["model"]:
