@@ -13,10 +13,11 @@ its own part. Each image also draws a seed for its augmentation from the same pe
 multi-process run sees the images one process would.
 
 A validation split is held out from train (stratified, seeded); from a folder without `test/`, a test split too.
-For a folder, what was held out is written to the run folder (`SPLIT_FILE`) with a fingerprint of the folder, so
-a resumed run uses the same split and refuses a folder that changed. An unreadable image is skipped (the next file
-stands in) and counted (`Splits.skipped`); a folder that is empty or mostly unreadable is refused before any work
-starts.
+Each run folder records which images it uses (`SPLIT_FILE`: where they came from, a fingerprint of their content,
+the number of training images and, for a folder, what was held out), so that a resumed run uses the same split and
+refuses other images: another file or folder, a folder that changed, another --limit-train. An unreadable image is
+skipped (the next file stands in) and counted (`Splits.skipped`); a folder that is empty or mostly unreadable is
+refused before any work starts.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class Splits:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     files: dict[str, list[Path]] = field(default_factory=dict)
     workers: int = 0  # loader worker processes for image files (in-memory sets are converted in this process)
-    held_out: dict[str, Any] | None = None  # what `save_split` writes for a folder
+    fingerprint: str = ""  # sha256 of the images and labels as read (of a folder: its files' names and sizes)
+    held_out: dict[str, Any] | None = None  # a folder's held-out files, as `save_split` writes them
     skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> why, as met while loading
     _evaluation: dict[tuple, "Batches"] = field(default_factory=dict, repr=False)  # kept: their workers persist
 
@@ -82,6 +84,11 @@ class Splits:
         """The share of an image's shorter side that evaluation keeps (timm's crop_pct): the whole image of an
         in-memory set, the centre `CROP_PCT` of image files."""
         return CROP_PCT if self.files else 1.0
+
+    @property
+    def origin(self) -> str:
+        """Where the images came from, whatever path named them: the embedded set's name, or a resolved path."""
+        return self.source if self.source == EMBEDDED else str(Path(self.source).resolve())
 
     def size(self, split: str) -> int:
         return len(self.labels.get(split, ()))
@@ -129,10 +136,11 @@ class Splits:
         return np.random.default_rng(0).permutation(self.size("train"))[:RECALIBRATION_IMAGES].tolist()
 
     def save_split(self, run_dir: Path) -> None:
-        """Write what was held out of a folder (and the folder's fingerprint) to `run_dir`, once."""
+        """Record in `run_dir`, once, which images it uses (`load_data` checks a resumed run against it)."""
         path = run_dir / SPLIT_FILE
-        if self.held_out is not None and not path.exists():
-            path.write_text(json.dumps(self.held_out))
+        if not path.exists():
+            path.write_text(json.dumps({"source": self.origin, "fingerprint": self.fingerprint,
+                                        "train_images": self.size("train"), **(self.held_out or {})}))
 
     def note_skipped(self, log: Callable[[str], None], already: int) -> int:
         """Log the images skipped since `already` were; returns how many are skipped in all."""
@@ -349,18 +357,20 @@ def default_workers() -> int:
 def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
               limit_train: int | None = None, workers: int | None = None, run_dir: Path | None = None) -> Splits:
     """Load `spec` (None or 'fashion-mnist' for the embedded subset, an .npz file, or an image folder) with
-    `workers` loader processes for image files (default `default_workers`). A folder's held-out split is taken
-    from `run_dir`'s `SPLIT_FILE` when there is one (a resumed run)."""
+    `workers` loader processes for image files (default `default_workers`). When `run_dir` records the images it
+    began with (`SPLIT_FILE`: a resumed run), other images are refused and a folder's held-out split is taken from
+    the record."""
     if workers is not None and not 0 <= workers <= 64:
         raise NasError(f"--workers {workers}: must be 0-64")
+    record = run_dir / SPLIT_FILE if run_dir is not None else None
+    recorded = _read_record(record) if record is not None and record.is_file() else None
     if spec is None or str(spec) == EMBEDDED:
         with resources.files("nas").joinpath("embedded/fashion_mnist_small.npz").open("rb") as f:
             data = _from_npz(np.load(f), "embedded Fashion-MNIST", EMBEDDED)
     else:
         path = Path(spec)
         if path.is_dir():
-            saved = run_dir / SPLIT_FILE if run_dir is not None else None
-            data = _from_folder(path, val_fraction, seed, saved if saved is not None and saved.is_file() else None)
+            data = _from_folder(path, val_fraction, seed, recorded)
         elif path.is_file() and path.suffix == ".npz":
             try:
                 archive = np.load(path, allow_pickle=False)
@@ -374,6 +384,7 @@ def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: i
         else:
             raise NasError(f"--data {path}: no such file or folder; pass an .npz file or an image folder "
                            f"(one subfolder per class), or leave --data out for the embedded Fashion-MNIST")
+    _check_same_images(recorded, data)
     if "val" not in data.labels:  # an .npz without x_val
         train, val = _stratified_split(data.labels["train"], val_fraction, seed)
         data.images["val"], data.labels["val"] = data.images["train"][val], data.labels["train"][val]
@@ -387,6 +398,9 @@ def load_data(spec: str | Path | None = None, val_fraction: float = 0.1, seed: i
             data.files["train"] = [data.files["train"][i] for i in keep]
         else:
             data.images["train"] = data.images["train"][keep]
+    if recorded is not None and recorded.get("train_images", data.size("train")) != data.size("train"):
+        raise NasError(f"--limit-train: this run began with {recorded['train_images']:,} training images, not "
+                       f"{data.size('train'):,}; pass the same --limit-train to resume it, or start a new --run-dir")
     data.workers = default_workers() if workers is None else workers
     return data
 
@@ -441,7 +455,13 @@ def _from_npz(archive: np.lib.npyio.NpzFile, where: str, source: str) -> Splits:
     if len(np.unique(labels["train"])) < 2 or num_classes > 100_000:
         raise NasError(f"{where}: the training labels must name from 2 to 100,000 classes, got "
                        f"{len(np.unique(labels['train']))} in train of {num_classes}")
-    return Splits(labels, names or [str(i) for i in range(num_classes)], source, images=images)
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+        digest.update(array.data)
+    return Splits(labels, names or [str(i) for i in range(num_classes)], source, images=images,
+                  fingerprint=digest.hexdigest())
 
 
 def _array(archive: np.lib.npyio.NpzFile, name: str, where: str) -> np.ndarray:
@@ -471,10 +491,10 @@ def _list_folder(folder: Path, class_names: list[str]) -> tuple[list[Path], list
     return files, labels, listing
 
 
-def _from_folder(root: Path, val_fraction: float, seed: int, saved: Path | None) -> Splits:
+def _from_folder(root: Path, val_fraction: float, seed: int, recorded: dict[str, Any] | None) -> Splits:
     """`root/train/<class>/*` and `root/test/<class>/*` (optional `val/`), or `root/<class>/*` (20 % held out
-    for test); validation held out of train when there is no `val/`. `saved`: a `SPLIT_FILE` to take the held-out
-    files from."""
+    for test); validation held out of train when there is no `val/`. `recorded`: a run's `SPLIT_FILE`, whose
+    held-out files are taken (when the folder is the one it records)."""
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"all": root}
@@ -494,12 +514,12 @@ def _from_folder(root: Path, val_fraction: float, seed: int, saved: Path | None)
     if "all" not in files and "test" not in files:
         raise NasError(f"--data {root}: has train/ but no test/ folder")
     first = "all" if "all" in files else "train"
-    held_out = None
+    splits = Splits(labels, class_names, str(root), files=files, fingerprint=fingerprint.hexdigest())
+    _check_same_images(recorded, splits)
     if "all" in files or "val" not in files:
-        held_out = {"source": str(root.resolve()), "fingerprint": fingerprint.hexdigest(), "seed": seed,
-                    "val_fraction": val_fraction}
-        if saved is not None:
-            held_out = _read_split(saved, held_out)
+        held_out = {"seed": seed, "val_fraction": val_fraction}
+        if recorded is not None and isinstance(recorded.get("val"), list):
+            held_out = {key: recorded[key] for key in ("seed", "val_fraction", "val", "test") if key in recorded}
         else:
             names = [str(f.relative_to(split_dirs[first])) for f in files[first]]
             rest = np.arange(len(names))
@@ -508,23 +528,32 @@ def _from_folder(root: Path, val_fraction: float, seed: int, saved: Path | None)
                 held_out["test"] = [names[i] for i in test]
             _, val = _stratified_split(labels[first][rest], val_fraction, seed)
             held_out["val"] = [names[i] for i in rest[val]]
-        files, labels = _apply_split(files, labels, split_dirs[first], first, held_out)
-    splits = Splits(labels, class_names, str(root), files=files, held_out=held_out)
+        splits.files, splits.labels = _apply_split(files, labels, split_dirs[first], first, held_out)
+        splits.held_out = held_out
     _probe(splits)
     return splits
 
 
-def _read_split(path: Path, current: dict[str, Any]) -> dict[str, Any]:
+def _read_record(path: Path) -> dict[str, Any]:
+    """A run's record of its images (`SPLIT_FILE`)."""
     try:
-        saved = json.loads(path.read_text())
+        recorded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise NasError(f"{path}: not a readable split file ({first_line(error)}); use a new --run-dir") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("val"), list):
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), str):
         raise NasError(f"{path}: not a split file written by nas; use a new --run-dir")
-    if saved.get("fingerprint") != current["fingerprint"]:
-        raise NasError(f"--data {current['source']}: the folder changed since this run began (files added, removed "
-                       f"or rewritten; its split is in {path}); restore it, or start a new --run-dir")
-    return saved
+    return recorded
+
+
+def _check_same_images(recorded: dict[str, Any] | None, data: Splits) -> None:
+    """Refuse to resume a run on other images than those it `recorded` (its `SPLIT_FILE`)."""
+    if recorded is None or recorded["fingerprint"] == data.fingerprint:
+        return
+    if recorded.get("source") == data.origin:
+        raise NasError(f"--data {data.source}: the images changed since this run began (files added, removed or "
+                       "rewritten); restore them, or start a new --run-dir")
+    raise NasError(f"--data {data.source}: this run began with other images ({recorded.get('source')}); pass "
+                   "those to resume it, or start a new --run-dir")
 
 
 def _apply_split(files: dict[str, list[Path]], labels: dict[str, np.ndarray], folder: Path, first: str,

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 POOL_FACTOR = 10  # candidates sampled per requested sub-network before stratifying
 HELD_OUT = ("val", "test")  # the splits both accuracies are measured on
 BOOTSTRAP_RESAMPLES = 1000
-# what decides a sub-network's standalone accuracy, and so whether another ranking's can be reused
+# what decides a sub-network's standalone accuracy, and so whether another ranking's can be reused ("data": the images'
+# fingerprint, so that the same file reached by another path counts as the same)
 STANDALONE_SETTINGS = ("space_hash", "data", "train_images", "subnets", "epochs", "seed", "seeds", "evaluated_on",
                        "recipe")
 STANDALONE_RECIPES = ("plain", "retrain")
@@ -198,7 +199,7 @@ def rank_supernet(space: "SearchSpace", supernet: "SpaceSupernet", supernet_path
     from tqdm import tqdm
 
     seed = recipe.seed
-    settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.source,
+    settings = {"space_hash": space.space_hash, "supernet_hash": file_hash(supernet_path), "data": data.fingerprint,
                 "train_images": data.size("train"), "subnets": count, "epochs": recipe.epochs, "seed": seed,
                 "seeds": seeds, "evaluated_on": "+".join(HELD_OUT), "adapt_steps": adapt_steps,
                 "recipe": asdict(recipe)}

@@ -80,8 +80,33 @@ def test_a_flat_folders_held_out_split_is_written_reused_and_a_changed_folder_re
     assert [str(f) for f in again.files["val"]] == [str(f) for f in data.files["val"]]
     assert load_data(folder, seed=5, workers=0).files["val"] != data.files["val"]
     (folder / "cat" / "0.png").unlink()
-    with pytest.raises(NasError, match="the folder changed since this run began"):
+    with pytest.raises(NasError, match="the images changed since this run began"):
         load_data(folder, seed=4, workers=0, run_dir=run)
+
+
+def test_a_run_folder_records_its_images_and_refuses_others_whatever_path_names_them(tmp_path, monkeypatch):
+    def npz(path, shift):
+        x = (np.arange(40 * 8 * 8).reshape(40, 8, 8) + shift).astype(np.uint8)
+        np.savez(path, x_train=x[:30], y_train=np.arange(30) % 2, x_test=x[30:], y_test=np.arange(10) % 2)
+        return path
+
+    ours, run = npz(tmp_path / "ours.npz", 0), tmp_path / "run"
+    npz(tmp_path / "other.npz", 1)
+    run.mkdir()
+    load_data(ours, run_dir=run).save_split(run)
+    recorded = json.loads((run / SPLIT_FILE).read_text())
+    assert recorded["source"] == str(ours.resolve()) and recorded["train_images"] == 26
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copy.npz").write_bytes(ours.read_bytes())
+    for same in ("ours.npz", "copy.npz"):  # another path to the same images resumes
+        assert load_data(same, run_dir=run).fingerprint == recorded["fingerprint"]
+    with pytest.raises(NasError, match=r"--data other.npz: this run began with other images \(.*ours.npz\)"):
+        load_data("other.npz", run_dir=run)
+    with pytest.raises(NasError, match="--limit-train: this run began with 26 training images, not 20"):
+        load_data("ours.npz", limit_train=20, run_dir=run)
+    npz(ours, 2)
+    with pytest.raises(NasError, match="--data ours.npz: the images changed since this run began"):
+        load_data("ours.npz", run_dir=run)
 
 
 def test_unreadable_images_are_skipped_and_counted_and_a_mostly_unreadable_folder_refused(tmp_path):

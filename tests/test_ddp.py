@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from nas.data import SPLIT_FILE
 from nas.runs import load_checkpoint
 from nas.supernet_training import load_supernet
 from tests.conftest import ROOT, TESTS, TINY_SPACE
@@ -57,7 +58,7 @@ def test_torchrun_trains_a_supernet_on_two_processes(tmp_path):
                    "--limit-train", "96", "--batch-size", "32", "--distill", "alpha", "--run-dir", str(run_dir)])
     assert result.stdout.count("supernet checkpoint:") == 1
     assert result.stderr.count("supernet epoch 1/1: loss") == 1
-    assert sorted(p.name for p in run_dir.iterdir()) == ["supernet.pt", "train_config.yaml"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [SPLIT_FILE, "supernet.pt", "train_config.yaml"]
     payload = load_checkpoint(run_dir / "supernet.pt", "nas-supernet")
     assert (payload["epoch"], payload["step"], payload["config"]["distill"]) == (1, 0, "alpha")
     assert torch.isfinite(torch.tensor(payload["history"][0]["loss"]))

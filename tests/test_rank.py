@@ -220,21 +220,27 @@ COMMITTED_TARGETS = sorted((ROOT / "bench" / "targets").glob("*/rank_plan.json")
 
 
 @pytest.mark.parametrize("plan_file", COMMITTED_TARGETS, ids=lambda path: path.parent.name)
-def test_a_committed_ranking_target_still_fits_its_space_and_recipe(plan_file):
-    """bench/targets/SPACE-RECIPE-seedN holds standalone accuracies that took hours: a change to the space or to
-    `nas retrain`'s recipe makes them stale, and fails here rather than in a bench."""
+def test_a_committed_ranking_target_still_fits_its_space_recipe_and_data(plan_file):
+    """bench/targets/SPACE-RECIPE-seedN[-DATA] holds standalone accuracies that took hours: a change to the space,
+    to `nas retrain`'s recipe or to the embedded images makes them stale, and fails here rather than in a bench.
+    Targets on other data (DATA) are checked against it where `bench/targets/README.md` says how to make it."""
     from dataclasses import asdict
 
+    from nas.data import load_data
     from nas.rank import earlier_standalone, standalone_recipe
     from nas.space import load_space
 
     folder = plan_file.parent
-    space_name, recipe_kind, _ = folder.name.rsplit("-", 2)
+    space_name, recipe_kind, _, *on_other_data = folder.name.split("-")
     plan = json.loads(plan_file.read_text())
     settings = plan["settings"]
     space = load_space(ROOT / "search_spaces" / f"{space_name}.yaml")
     assert settings["space_hash"] == space.space_hash
-    now = asdict(standalone_recipe(recipe_kind, settings["train_images"], None, settings["seed"]))
+    if not on_other_data:
+        assert settings["data"] == load_data().fingerprint
+    # the plain recipe's length is the ranking's choice (--rank-epochs); the retrain recipe's, the recipe's own
+    epochs = settings["epochs"] if recipe_kind == "plain" else None
+    now = asdict(standalone_recipe(recipe_kind, settings["train_images"], epochs, settings["seed"]))
     reused = earlier_standalone(folder, {**settings, "recipe": now})
     assert reused and set(reused) <= {s["arch_id"] for s in plan["subnets"]}  # a run reusing it trains the rest
     assert all(len(accuracies) == settings["seeds"] and all(0 < a <= 1 for a in accuracies)

@@ -5,6 +5,7 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -68,6 +69,30 @@ def test_resuming_with_another_recipe_is_refused(tiny_supernet, tmp_path):
     with pytest.raises(NasError, match=r"trained with batch_size 128 \(not 64\), distill kl \(not alpha\)"):
         train_supernet(space, data, tmp_path, TrainConfig(epochs=2, batch_size=64, distill="alpha"),
                        torch.device("cpu"), log=lambda _: None)
+
+
+def test_resuming_on_other_images_is_refused_before_anything_is_written(tiny_supernet, tmp_path):
+    # the checkpoint's step counts and schedule belong to the images it was trained on
+    import shutil
+
+    from nas.data import SPLIT_FILE
+    from nas.supernet_training import train_supernet_run
+
+    for name in ("supernet.pt", "train_config.yaml", SPLIT_FILE):
+        shutil.copy(tiny_supernet.parent / name, tmp_path / name)
+    before = (tmp_path / "supernet.pt").read_bytes()
+    other = tmp_path / "other.npz"
+    x = np.zeros((20, 8, 8), dtype=np.uint8)
+    np.savez(other, x_train=x, y_train=np.arange(20) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+    for data, limit, message in ((None, 256, "--limit-train: this run began with 512 training images, not 256"),
+                                 (str(other), 512, "--data .*other.npz: this run began with other images")):
+        with pytest.raises(NasError, match=message):
+            train_supernet_run(TINY_SPACE, TrainConfig(epochs=1), torch.device("cpu"), data, limit, tmp_path,
+                               log=lambda _: None)
+    assert (tmp_path / "supernet.pt").read_bytes() == before
+    done = train_supernet_run(TINY_SPACE, TrainConfig(epochs=1), torch.device("cpu"), None, 512, tmp_path,
+                              log=lambda _: None)
+    assert len(done["history"]) == 1  # the same images: the finished run is resumed, not retrained
 
 
 def test_a_supernet_recipe_sets_the_training_and_options_override_it(tmp_path):
