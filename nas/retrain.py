@@ -297,12 +297,14 @@ def retrain(arch: Arch, data: Splits, run_dir: Path, recipe: Recipe, device: tor
     from nas.export import export_and_verify
     from nas.report import write_model_card
 
+    checkpoint = run_dir / "checkpoint.pt"
     if rank_and_world()[0] == 0:
+        if checkpoint.exists():  # another run's checkpoint is refused before anything is written beside it
+            _check_resumable(load_checkpoint(checkpoint, CHECKPOINT_KIND), arch, recipe, checkpoint)
         run_dir.mkdir(parents=True, exist_ok=True)
         data.save_split(run_dir)
     with process_group(device) as rank_device:
-        trained = train_standalone(arch, data, recipe, rank_device, run_dir / "checkpoint.pt", log, supernet,
-                                   compile_model)
+        trained = train_standalone(arch, data, recipe, rank_device, checkpoint, log, supernet, compile_model)
     if rank_and_world()[0] != 0:
         return None
     model, history = trained.model, trained.history
