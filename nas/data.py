@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nas.errors import NasError, first_line
+from nas.runs import atomic_write
 from nas.space import SearchSpace, load_space
 
 EMBEDDED = "fashion-mnist"
@@ -139,8 +140,8 @@ class Splits:
         """Record in `run_dir`, once, which images it uses (`load_data` checks a resumed run against it)."""
         path = run_dir / SPLIT_FILE
         if not path.exists():
-            path.write_text(json.dumps({"source": self.origin, "fingerprint": self.fingerprint,
-                                        "train_images": self.size("train"), **(self.held_out or {})}))
+            atomic_write(path, json.dumps({"source": self.origin, "fingerprint": self.fingerprint,
+                                           "train_images": self.size("train"), **(self.held_out or {})}).encode())
 
     def note_skipped(self, log: Callable[[str], None], already: int) -> int:
         """Log the images skipped since `already` were; returns how many are skipped in all."""
